@@ -1,0 +1,3 @@
+from nemo_aura.models.aura_model import AuRAModel
+
+__all__ = ["AuRAModel"]

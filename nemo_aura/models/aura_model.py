@@ -1,0 +1,443 @@
+"""AuRAModel: a NeMo ModelPT that distils a frozen ASR encoder into an LLM's first K layers (LoRA).
+
+Training: audio -> student patch embedding -> tokens spliced into the prompt -> LLM (LoRA on layers
+1..K); the hidden states at the audio positions are pulled towards the teacher encoder's layers.
+Inference: the same path without the teacher (``export_encoder_free``).
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from torch import Tensor
+
+from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+from nemo.collections.speechlm2.parts.optim_setup import freeze_and_subset
+from nemo.core.classes import ModelPT
+from nemo.utils import logging
+
+from nemo_aura.data.dataset import AuRADataset
+from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
+from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
+from nemo_aura.modules.teachers import build_teacher
+from nemo_aura.parts.audio import collate_waveforms, load_audio_item
+from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
+from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
+from nemo_aura.parts import student as student_parts
+from nemo_aura.parts.registration import register_plugin_namespace
+
+register_plugin_namespace()
+IGNORE_INDEX = -100
+
+
+class AuRAModel(ModelPT):
+    """See the module docstring. Built entirely from ``cfg`` (see ``conf/*.yaml``)."""
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer | None = None):
+        self._work_dir = student_parts.new_work_dir()
+        super().__init__(cfg=cfg, trainer=trainer)
+        self._setup_student()
+        self.patch_embedding = AudioPatchEmbedding(
+            output_dim=self.llm.config.hidden_size, **_to_dict(self.cfg.patch_embedding)
+        )
+        self.teacher = build_teacher(self.cfg.teacher) if self.cfg.get("teacher") else None
+        self.distillation = self._build_distillation()
+        self._check_losses()
+        freeze = list(self.cfg.get("freeze_params", [r"^llm\..+$"]))  # teachers freeze themselves
+        keep = list(self.cfg.get("prevent_freeze_params", [r"^llm\..+\.lora_.+$"]))
+        for _ in freeze_and_subset(self.named_parameters(), exclude_patterns=freeze, keep_patterns=keep):
+            pass
+        self._log_parameter_counts()
+        if not self._is_model_being_restored():
+            # ModelPT tried this before the tokenizer existed; do it now that it does.
+            for key, setup in (("train_ds", self.setup_training_data), ("validation_ds", self.setup_validation_data)):
+                if self.cfg.get(key) is not None:
+                    setup(self.cfg[key])
+
+    # ------------------------------------------------------------------ construction
+    def _setup_student(self) -> None:
+        scfg = self.cfg.student
+        skeleton = scfg.get("skeleton")
+        if skeleton and (str(skeleton).startswith("nemo:") or Path(skeleton).is_file()):
+            # Restoring our own artefact: architecture + tokenizer from the skeleton, weights from the state dict.
+            tar = self.register_artifact("student.skeleton", skeleton)
+            llm_dir = student_parts.unpack_llm_skeleton(tar, self._work_dir / "llm")
+            pretrained = False
+        else:
+            llm_dir = student_parts.check_llm_dir(scfg.pretrained_path)
+            pretrained = bool(scfg.get("pretrained_weights", True))
+            tar = student_parts.pack_llm_skeleton(llm_dir, self._work_dir)
+            self.register_artifact("student.skeleton", str(tar))
+        self.tokenizer = student_parts.load_tokenizer(llm_dir, self.cfg.audio_locator_tag)
+        llm = student_parts.load_llm(llm_dir, pretrained, scfg.get("dtype", "float32"))
+        self.llm = student_parts.install_lora(llm, self.cfg.get("lora"))
+        self.prompts = PromptBuilder(
+            tokenizer=self.tokenizer,
+            prompt_format=self.cfg.prompt_format,
+            audio_locator_tag=self.cfg.audio_locator_tag,
+            templates=_to_dict(self.cfg.get("prompts")),
+        )
+
+    def _build_distillation(self) -> LayerwiseDistillation | None:
+        dcfg = self.cfg.get("distillation")
+        if not dcfg:
+            return None
+        if self.teacher is None:
+            raise ValueError("distillation is configured but there is no teacher (cfg.teacher is empty)")
+        if self.teacher.sample_rate != self.patch_embedding.sample_rate:
+            raise ValueError(
+                f"teacher sample rate {self.teacher.sample_rate} Hz differs from the patch embedding's "
+                f"{self.patch_embedding.sample_rate} Hz (patch_embedding.preprocessor.sample_rate)"
+            )
+        llm_depth = self.num_llm_layers
+        layer_map = resolve_layer_map(
+            OmegaConf.to_container(dcfg.layer_map) if isinstance(dcfg.layer_map, ListConfig) else dcfg.layer_map,
+            student_depth=llm_depth,
+            teacher_depth=self.teacher.num_layers,
+            num_student_layers=dcfg.get("num_student_layers") or student_parts.lora_depth(self.cfg.get("lora"), llm_depth),
+        )
+        k = student_parts.lora_depth(self.cfg.get("lora"), llm_depth)
+        beyond = [s for s, _ in layer_map if s > k]
+        if beyond:
+            logging.warning(f"distillation targets student layers {beyond} above the LoRA depth K={k}")
+        return LayerwiseDistillation(
+            layer_map,
+            student_dim=self.llm.config.hidden_size,
+            teacher_dim=self.teacher.hidden_size,
+            loss=dcfg.get("loss", "cosine"),
+            projection=dcfg.get("projection", "student_to_teacher"),
+        )
+
+    def _check_losses(self) -> None:
+        if self.distill_weight > 0 and self.distillation is None:
+            raise ValueError("loss.distill_weight > 0 needs a teacher and a distillation config")
+        if self.distill_weight <= 0 and self.lm_weight <= 0:
+            raise ValueError("both loss.distill_weight and loss.lm_weight are 0: nothing to train")
+
+    def _log_parameter_counts(self) -> None:
+        counts = self.parameter_counts()
+        logging.info(
+            "AuRAModel parameters: "
+            + ", ".join(f"{k}={v:,}" for k, v in counts.items())
+            + f" (trainable {100.0 * counts['trainable'] / max(counts['total'], 1):.2f}%)"
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def distill_weight(self) -> float:
+        return float(self.cfg.get("loss", {}).get("distill_weight", 1.0)) if self.distillation is not None else 0.0
+
+    @property
+    def lm_weight(self) -> float:
+        return float(self.cfg.get("loss", {}).get("lm_weight", 0.0))
+
+    @property
+    def num_llm_layers(self) -> int:
+        return student_parts.num_decoder_layers(self.llm)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.patch_embedding.sample_rate
+
+    @property
+    def pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_id, self.tokenizer.eos_id, self.tokenizer.unk_id):
+            if candidate is not None and candidate >= 0:
+                return int(candidate)
+        return 0
+
+    @property
+    def audio_locator_id(self) -> int:
+        return self.prompts.audio_locator_id
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts per component; ``deployable`` is what the encoder-free model keeps."""
+
+        def count(module, trainable_only=False):
+            if module is None:
+                return 0
+            return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+        lora = sum(p.numel() for n, p in self.llm.named_parameters() if "lora_" in n)
+        counts = {
+            "llm_base": count(self.llm) - lora,
+            "lora": lora,
+            "patch_embedding": count(self.patch_embedding),
+            "distillation_heads": count(self.distillation),
+            "teacher": count(self.teacher),
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in self.parameters()),
+        }
+        counts["deployable"] = counts["llm_base"] + counts["lora"] + counts["patch_embedding"]
+        return counts
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed_audio_and_text(
+        self, audio: Tensor, audio_lens: Tensor, input_ids: Tensor, input_lens: Tensor,
+        loss_mask: Tensor | None = None, left_pad: bool = False,
+    ) -> dict[str, Tensor]:
+        """Patch-embed the audio and splice its tokens in place of each prompt's audio placeholder.
+
+        Returns ``inputs_embeds``, ``attention_mask``, ``audio_mask`` (positions holding audio tokens),
+        ``patch_lens``, and ``labels`` (answer tokens, else -100) when ``loss_mask`` is given.
+        """
+        if (audio_lens <= 0).any():
+            bad = (audio_lens <= 0).nonzero().flatten().tolist()
+            raise ValueError(f"empty audio (0 samples) in batch items {bad}")
+        patches, patch_lens = self.patch_embedding(audio, audio_lens)
+        embed = self.llm.get_input_embeddings()
+        text = embed(input_ids.masked_fill(input_ids == self.audio_locator_id, 0))
+        seqs, audio_masks, labels = [], [], []
+        for b in range(input_ids.shape[0]):
+            ids = input_ids[b, : input_lens[b]]
+            where = (ids == self.audio_locator_id).nonzero().flatten()
+            if len(where) != 1:
+                raise ValueError(
+                    f"batch item {b}: the prompt must hold the audio placeholder {self.cfg.audio_locator_tag!r} "
+                    f"exactly once, found {len(where)}"
+                )
+            p, n, length = int(where[0]), int(patch_lens[b]), int(input_lens[b])
+            seqs.append(torch.cat([text[b, :p], patches[b, :n], text[b, p + 1 : length]]))
+            mask = torch.zeros(length - 1 + n, dtype=torch.bool, device=ids.device)
+            mask[p : p + n] = True
+            audio_masks.append(mask)
+            if loss_mask is not None:
+                lab = ids.masked_fill(~loss_mask[b, :length], IGNORE_INDEX)
+                labels.append(torch.cat([lab[:p], lab.new_full((n,), IGNORE_INDEX), lab[p + 1 :]]))
+        pad = _left_pad if left_pad else right_pad
+        lengths = torch.tensor([len(s) for s in seqs], device=input_ids.device)
+        out = {
+            "inputs_embeds": pad(seqs, 0.0),
+            "audio_mask": pad(audio_masks, False),
+            "patch_lens": patch_lens,
+            "attention_mask": pad([torch.ones(n, dtype=torch.long, device=input_ids.device) for n in lengths.tolist()], 0),
+        }
+        if loss_mask is not None:
+            out["labels"] = pad(labels, IGNORE_INDEX)
+        return out
+
+    def run_llm(
+        self, inputs_embeds: Tensor, attention_mask: Tensor, capture: list[int], need_logits: bool
+    ) -> tuple[dict[int, Tensor], Tensor | None]:
+        """LLM forward recording decoder layers ``capture`` (1-based).
+
+        Without ``need_logits`` the forward stops after the deepest captured layer (no upper layers,
+        no LM head): the distillation-only step.
+        """
+        decoder = student_parts.decoder_of(self.llm)
+        with capture_layer_outputs(decoder.layers, capture) as states:
+            if need_logits:
+                logits = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+            else:
+                if not capture:
+                    raise ValueError("run_llm: nothing to compute (no layers to capture and no logits)")
+                with truncated_layers(decoder, max(capture)):
+                    decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+                logits = None
+        return dict(states), logits
+
+    def teacher_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> dict[int, Tensor]:
+        """Teacher states of the mapped layers on the student's patch grid (from the batch if cached)."""
+        if "teacher_targets" in batch:
+            return batch["teacher_targets"]
+        out = self.teacher(batch["audio"], batch["audio_lens"], self.distillation.teacher_layers)
+        return {t: pool_to_length(h, out.lengths, patch_lens, num_patches) for t, h in out.hidden_states.items()}
+
+    def compute_losses(self, batch: dict) -> dict[str, Tensor]:
+        inputs = self.embed_audio_and_text(
+            batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"], batch["loss_mask"]
+        )
+        use_distill, use_lm = self.distill_weight > 0, self.lm_weight > 0
+        capture = self.distillation.student_layers if use_distill else []
+        states, logits = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm)
+        out: dict[str, Tensor] = {}
+        total = inputs["inputs_embeds"].new_zeros(())
+        if use_distill:
+            patch_lens = inputs["patch_lens"]
+            num_patches = int(patch_lens.max())
+            patch_mask = lengths_to_mask(patch_lens, num_patches)
+            student = {s: _gather_audio_states(states[s], inputs["audio_mask"], patch_mask) for s in capture}
+            dist = self.distillation(student, self.teacher_targets(batch, patch_lens, num_patches), patch_mask)
+            out.update({f"distill_{k}": v for k, v in dist.items()})
+            total = total + self.distill_weight * dist["loss"]
+        if use_lm:
+            lm = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
+            out["lm_loss"] = lm
+            total = total + self.lm_weight * lm
+        out["loss"] = total
+        return out
+
+    # ------------------------------------------------------------------ Lightning
+    def training_step(self, batch: dict, batch_idx: int):
+        out = self.compute_losses(batch)
+        bs = batch["audio"].shape[0]
+        self.log("loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({f"train_{k}": v for k, v in out.items() if k != "loss"}, batch_size=bs)
+        if self._optimizer is not None:
+            self.log("lr", self._optimizer.param_groups[0]["lr"], batch_size=bs)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0):
+        out = self.compute_losses(batch)
+        bs = batch["audio"].shape[0]
+        self.log("val_loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log_dict({f"val_{k}": v for k, v in out.items() if k != "loss"}, batch_size=bs, sync_dist=True)
+        return out["loss"]
+
+    def setup_optimizer_param_groups(self):
+        # The optimizer sees only what trains: patch embedding, LoRA, distillation heads.
+        self._optimizer_param_groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def _build_dataloader(self, cfg: DictConfig):
+        dataset = AuRADataset(
+            prompts=self.prompts, sample_rate=self.sample_rate, pad_id=self.pad_id,
+            default_task=cfg.get("default_task", "asr"),
+        )
+        return get_lhotse_dataloader_from_config(
+            cfg, global_rank=self.global_rank, world_size=self.world_size, dataset=dataset
+        )
+
+    def setup_training_data(self, train_data_config: DictConfig | dict):
+        if "llm" not in self._modules:  # called by ModelPT.__init__ before the student exists
+            return
+        self._train_dl = self._build_dataloader(OmegaConf.create(train_data_config))
+
+    def setup_validation_data(self, val_data_config: DictConfig | dict):
+        if "llm" not in self._modules:
+            return
+        self._validation_dl = self._build_dataloader(OmegaConf.create(val_data_config))
+
+    @classmethod
+    def list_available_models(cls):
+        """No hub models: AuRA models are built by the recipe and restored from local ``.nemo`` files."""
+        return None
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(
+        self,
+        audio: list | Tensor,
+        audio_lens: Tensor | None = None,
+        prompts: list[str] | str | None = None,
+        task: str = "qa",
+        contexts: list[str | None] | None = None,
+        max_new_tokens: int = 64,
+        **generation_kwargs: Any,
+    ) -> list[str]:
+        """Answer (or transcribe, ``task="asr"``) each audio; returns one string per item.
+
+        ``audio``: a list of paths / numpy arrays / 1-D tensors, or a padded (B, T) tensor with ``audio_lens``.
+        ``prompts``: user messages holding the audio placeholder; default: the ``task`` template
+        (with ``contexts`` for qa). Extra keyword arguments go to Hugging Face ``generate``.
+        """
+        rows = self.generate_ids(audio, audio_lens, prompts, task, contexts, max_new_tokens, **generation_kwargs)
+        return [self.tokenizer.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+
+    @torch.no_grad()
+    def generate_ids(
+        self, audio, audio_lens=None, prompts=None, task="qa", contexts=None, max_new_tokens=64, **generation_kwargs
+    ) -> list[list[int]]:
+        """Like ``generate`` but returns the new token ids of each item, cut at the first stop token."""
+        audio, audio_lens = self._audio_batch(audio, audio_lens)
+        batch = audio.shape[0]
+        if prompts is None:
+            contexts = contexts if contexts is not None else [None] * batch
+            prompts = [self.prompts.user_message(task, c) for c in contexts]
+        elif isinstance(prompts, str):
+            prompts = [prompts] * batch
+        if len(prompts) != batch:
+            raise ValueError(f"got {batch} audio items but {len(prompts)} prompts")
+        ids = [self.prompts.encode(p)[0] for p in prompts]
+        inputs = self.embed_audio_and_text(
+            audio.to(self.device), audio_lens.to(self.device), right_pad(ids, self.pad_id).to(self.device),
+            torch.tensor([len(i) for i in ids], device=self.device), left_pad=True,
+        )
+        generation_kwargs.setdefault("do_sample", False)
+        out = self.llm.generate(
+            inputs_embeds=inputs["inputs_embeds"],
+            attention_mask=inputs["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_id,
+            **generation_kwargs,
+        )
+        return [self._cut_at_stop(row) for row in out]
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        ids = set()
+        eos = self.llm.generation_config.eos_token_id
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_id is not None and self.tokenizer.eos_id >= 0:
+            ids.add(int(self.tokenizer.eos_id))
+        for token in self.cfg.get("stop_tokens", []) or []:
+            ids.add(int(self.tokenizer.token_to_id(token)))
+        return sorted(ids)
+
+    def _cut_at_stop(self, row: Tensor) -> list[int]:
+        tokens = row.tolist()
+        stops = set(self.stop_token_ids)
+        for i, t in enumerate(tokens):
+            if t in stops:
+                return tokens[:i]
+        return tokens
+
+    def _audio_batch(self, audio, audio_lens) -> tuple[Tensor, Tensor]:
+        if isinstance(audio, Tensor) and audio.dim() == 2:
+            if audio_lens is None:
+                audio_lens = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long)
+            if (audio_lens <= 0).any():
+                raise ValueError(f"empty audio in items {(audio_lens <= 0).nonzero().flatten().tolist()}")
+            return audio.float(), audio_lens
+        if isinstance(audio, (str, Path, Tensor)) or hasattr(audio, "shape"):
+            audio = [audio]
+        waves = [load_audio_item(a, self.sample_rate, f"audio[{i}]") for i, a in enumerate(audio)]
+        return collate_waveforms(waves)
+
+    # ------------------------------------------------------------------ export
+    def export_encoder_free(self, path: str) -> str:
+        """Write a ``.nemo`` with patch embedding + LLM + LoRA only: no teacher, no distillation head.
+
+        Restoring it needs no teacher. Its loss is the LM loss (``loss.lm_weight`` becomes 1 if it was 0).
+        """
+        cfg = copy.deepcopy(self._cfg)
+        with open_dict(cfg):
+            cfg.teacher = None
+            cfg.distillation = None
+            cfg.loss = {"distill_weight": 0.0, "lm_weight": self.lm_weight or 1.0}
+        with self._swapped(cfg=cfg, teacher=None, distillation=None):
+            self.save_to(path)
+        return path
+
+    @contextmanager
+    def _swapped(self, cfg: DictConfig, **modules):
+        saved_cfg, saved = self._cfg, {k: getattr(self, k) for k in modules}
+        self._cfg = cfg
+        for k, v in modules.items():
+            setattr(self, k, v)
+        try:
+            yield
+        finally:
+            self._cfg = saved_cfg
+            for k, v in saved.items():
+                setattr(self, k, v)
+
+
+def _to_dict(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def _gather_audio_states(states: Tensor, audio_mask: Tensor, patch_mask: Tensor) -> Tensor:
+    """Hidden states at the audio positions of each sequence, laid out on the (B, N) patch grid."""
+    out = states.new_zeros(patch_mask.shape[0], patch_mask.shape[1], states.shape[-1])
+    return out.masked_scatter(patch_mask.unsqueeze(-1), states[audio_mask])
+
+

@@ -1,0 +1,1 @@
+"""Helpers shared by the model, the recipe and the tests."""

@@ -1,0 +1,80 @@
+"""Prompts: task templates with one audio placeholder, encoded with NeMo's ``PromptFormatter``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nemo.collections.common.prompts import PromptFormatter
+
+DEFAULT_TEMPLATES = {
+    "asr": "Repeat exactly what is said in the audio.\n{audio}",
+    "qa": "Answer the spoken question in a few words.\n{audio}",
+    "qa_context": "Context: {context}\nAnswer the spoken question in a few words, using the context.\n{audio}",
+}
+
+
+@dataclass
+class PromptBuilder:
+    """Builds token ids for ``[prompt text | audio placeholder | prompt text] -> answer`` dialogs.
+
+    ``templates`` maps a task to a user message holding ``{audio}`` (and optionally ``{context}``).
+    A ``qa`` item with a context uses ``qa_context``.
+    """
+
+    tokenizer: object
+    prompt_format: str
+    audio_locator_tag: str
+    templates: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+
+    def __post_init__(self):
+        self.templates = {**DEFAULT_TEMPLATES, **dict(self.templates or {})}
+        for name, text in self.templates.items():
+            if "{audio}" not in text:
+                raise ValueError(f"prompts.{name} = {text!r} has no {{audio}} placeholder")
+        self.formatter = PromptFormatter.resolve(self.prompt_format)(self.tokenizer)
+
+    @property
+    def audio_locator_id(self) -> int:
+        return self.tokenizer.token_to_id(self.audio_locator_tag)
+
+    def user_message(self, task: str, context: str | None = None) -> str:
+        name = "qa_context" if task == "qa" and context else task
+        if name not in self.templates:
+            raise ValueError(f"no prompt template for task {task!r}; known: {sorted(self.templates)}")
+        return self.templates[name].format(audio=self.audio_locator_tag, context=context or "")
+
+    def encode(self, message: str, answer: str | None = None) -> tuple[Tensor, Tensor]:
+        """Token ids and loss mask (True on answer tokens). Without ``answer``: a generation prompt."""
+        count = message.count(self.audio_locator_tag)
+        if count != 1:
+            raise ValueError(
+                f"a prompt must hold the audio placeholder {self.audio_locator_tag!r} exactly once; "
+                f"found {count} in {message!r}"
+            )
+        turns = [{"role": "user", "slots": {"message": message}}]
+        if answer is not None:
+            turns.append({"role": self.formatter.OUTPUT_ROLE, "slots": {"message": answer}})
+        encoded = self.formatter.encode_dialog(turns)
+        ids = encoded["input_ids"]
+        if answer is None:
+            return ids, torch.zeros_like(ids, dtype=torch.bool)
+        return ids, encoded["mask"].bool()
+
+
+def right_pad(seqs: list[Tensor], value) -> Tensor:
+    """Stack sequences (L_i, ...) into (B, max L, ...), padding at the end."""
+    out = seqs[0].new_full((len(seqs), max(len(s) for s in seqs), *seqs[0].shape[1:]), value)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+def left_pad(seqs: list[Tensor], value) -> Tensor:
+    """Stack sequences padding at the start, so every prompt ends where generation begins."""
+    longest = max(len(s) for s in seqs)
+    out = seqs[0].new_full((len(seqs), longest, *seqs[0].shape[1:]), value)
+    for i, s in enumerate(seqs):
+        out[i, longest - len(s) :] = s
+    return out

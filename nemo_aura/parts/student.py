@@ -1,0 +1,110 @@
+"""The student: a Hugging Face causal LM, its tokenizer, and peft LoRA on its first K decoder layers."""
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from nemo.collections.common.tokenizers import AutoTokenizer
+from nemo.collections.speechlm2.parts.pretrained import load_pretrained_hf
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+
+
+def check_llm_dir(path: str) -> Path:
+    """A local Hugging Face model directory with a config.json (nothing is fetched from a hub)."""
+    p = Path(path).expanduser()
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(
+            f"student.pretrained_path: '{path}' is not a local Hugging Face model directory (no config.json there)"
+        )
+    return p
+
+
+def pack_llm_skeleton(model_dir: Path, out_dir: Path) -> Path:
+    """Tar the LLM's config, generation config and tokenizer files, but not its weights.
+
+    The skeleton travels inside the ``.nemo`` so the model can be rebuilt anywhere; the weights
+    travel in the ``.nemo`` state dict.
+    """
+    out = out_dir / "llm_skeleton.tar"
+    with tarfile.open(out, "w") as tar:
+        for f in sorted(model_dir.iterdir()):
+            if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and not f.name.endswith(".index.json"):
+                tar.add(f, arcname=f.name)
+    return out
+
+
+def unpack_llm_skeleton(tar_path: str, out_dir: Path) -> Path:
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(out_dir, filter="data")
+    return out_dir
+
+
+def load_tokenizer(model_dir: Path, audio_locator_tag: str) -> AutoTokenizer:
+    """NeMo's wrapper of the HF tokenizer, with the audio placeholder as an extra special token."""
+    tokenizer = AutoTokenizer(str(model_dir), use_fast=True)
+    tokenizer.add_special_tokens({"additional_special_tokens": [audio_locator_tag]})
+    return tokenizer
+
+
+def load_llm(model_dir: Path, pretrained_weights: bool, dtype: str = "float32") -> nn.Module:
+    return load_pretrained_hf(str(model_dir), pretrained_weights=pretrained_weights, dtype=getattr(torch, dtype))
+
+
+def num_decoder_layers(llm: nn.Module) -> int:
+    return len(decoder_of(llm).layers)
+
+
+def decoder_of(llm: nn.Module) -> nn.Module:
+    """The decoder stack (the module holding ``layers``), through a peft wrapper if present."""
+    base = llm.get_base_model() if isinstance(llm, PeftModel) else llm
+    decoder = base.get_decoder()
+    if not hasattr(decoder, "layers"):
+        raise ValueError(f"{type(base).__name__}: its decoder has no 'layers' list; AuRA needs one")
+    return decoder
+
+
+def install_lora(llm: nn.Module, lora_cfg: DictConfig | dict | None) -> nn.Module:
+    """peft LoRA on the decoder layers listed by ``lora.layers`` (0-based; null = all layers).
+
+    ``lora.num_layers: K`` is shorthand for layers ``0..K-1`` (the AuRA default).
+    """
+    if not lora_cfg:
+        return llm
+    cfg = OmegaConf.to_container(lora_cfg, resolve=True) if isinstance(lora_cfg, DictConfig) else dict(lora_cfg)
+    num_layers = cfg.pop("num_layers", None)
+    layers = cfg.pop("layers", None)
+    depth = num_decoder_layers(llm)
+    if num_layers is not None:
+        if layers is not None:
+            raise ValueError("lora: give either 'num_layers' or 'layers', not both")
+        if not 1 <= num_layers <= depth:
+            raise ValueError(f"lora.num_layers={num_layers} does not fit the LLM's {depth} decoder layers")
+        layers = list(range(num_layers))
+    if layers is not None:
+        bad = [i for i in layers if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"lora.layers {bad} are outside the LLM's decoder layers 0..{depth - 1}")
+        cfg["layers_to_transform"] = list(layers)
+        cfg.setdefault("layers_pattern", "layers")
+    return get_peft_model(llm, LoraConfig(**cfg))
+
+
+def lora_depth(lora_cfg: DictConfig | dict | None, llm_depth: int) -> int:
+    """K: how many leading decoder layers carry LoRA (the deepest LoRA layer, 1-based)."""
+    if not lora_cfg:
+        return 0
+    if lora_cfg.get("num_layers") is not None:
+        return int(lora_cfg["num_layers"])
+    layers = lora_cfg.get("layers")
+    return llm_depth if layers is None else max(layers) + 1
+
+
+def new_work_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="nemo_aura_"))

@@ -1,0 +1,30 @@
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).parent))
+ROOT = Path(__file__).resolve().parents[1]
+
+from tiny_assets import build_tiny_llm, tiny_conformer_teacher_cfg  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "llm")
+
+
+@pytest.fixture
+def tiny_cfg(tiny_llm_dir):
+    """The tiny preset pointing at the session's tiny LLM (Whisper teacher)."""
+    cfg = OmegaConf.load(ROOT / "conf" / "aura_tiny.yaml")
+    cfg.student.pretrained_path = str(tiny_llm_dir)
+    return cfg
+
+
+@pytest.fixture
+def tiny_conformer_cfg(tiny_cfg):
+    cfg = tiny_cfg.copy()
+    cfg.teacher = tiny_conformer_teacher_cfg()
+    return cfg

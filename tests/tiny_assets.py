@@ -1,0 +1,101 @@
+"""Builders for tiny, download-free models and data used by the tests (and the CI recipe run)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TOKENIZER_TEXT = [
+    "user assistant system", "repeat exactly what is said in the audio", "answer the spoken question in a few words",
+    "context using the", "what is the capital of france paris", "the quick brown fox jumps over the lazy dog",
+    "one two three four five six seven eight nine ten", "hello world how are you today",
+]
+
+
+def build_tiny_llm(out_dir: Path, num_layers: int = 4, hidden: int = 64, seed: int = 0) -> Path:
+    """A random tiny Llama + a BPE tokenizer trained here, with ChatML special tokens."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=CHATML_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TOKENIZER_TEXT * 4, trainer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(hf_tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=num_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = hf_tok.eos_token_id
+    model.save_pretrained(out_dir)
+    hf_tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_conformer_teacher_cfg() -> dict:
+    """A 2-layer Conformer with NeMo's mel front end (a stand-in for Canary/FastConformer)."""
+    return {
+        "type": "nemo",
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+            "sample_rate": 16000, "features": 80, "window_size": 0.025, "window_stride": 0.01, "dither": 0.0,
+        },
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+            "feat_in": 80, "n_layers": 2, "d_model": 32, "subsampling": "striding", "subsampling_factor": 4,
+            "ff_expansion_factor": 2, "n_heads": 2, "conv_kernel_size": 9, "self_attention_model": "rel_pos",
+            "dropout": 0.0, "dropout_pre_encoder": 0.0, "dropout_emb": 0.0, "dropout_att": 0.0,
+        },
+    }
+
+
+def synth_wave(seed: int, seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """A deterministic chirp + tone mixture: 'speech-like' enough for front ends, cheap to make."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = rng.uniform(120, 300)
+    wave = 0.3 * np.sin(2 * math.pi * (f0 * t + rng.uniform(50, 200) * t**2))
+    wave += 0.1 * np.sin(2 * math.pi * rng.uniform(500, 2000) * t) * (np.sin(2 * math.pi * 3 * t) > 0)
+    wave += 0.01 * rng.standard_normal(len(t))
+    return wave.astype(np.float32)
+
+
+def write_tiny_cuts(out_dir: Path, n: int = 6, seed: int = 0, task: str = "asr"):
+    """Write ``n`` wavs and a Lhotse CutSet (jsonl.gz) with transcripts (and QA fields for task=qa)."""
+    from lhotse import CutSet, Recording, SupervisionSegment
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    words = TOKENIZER_TEXT[-3].split()
+    cuts = []
+    for i in range(n):
+        path = out_dir / f"utt{i:03d}.wav"
+        sf.write(path, synth_wave(seed + i, 1.0 + 0.25 * (i % 4)), 16000)
+        rec = Recording.from_file(path, recording_id=f"utt{i:03d}")
+        text = " ".join(words[i % len(words): i % len(words) + 3])
+        cut = rec.to_cut()
+        cut.supervisions = [SupervisionSegment(id=rec.id, recording_id=rec.id, start=0, duration=rec.duration, text=text)]
+        cut.custom = {"task": task}
+        if task == "qa":
+            cut.custom.update({"answers": [words[i % len(words)]], "context": "one two three"})
+        cuts.append(cut)
+    cutset = CutSet.from_cuts(cuts)
+    path = out_dir / "cuts.jsonl.gz"
+    cutset.to_file(path)
+    return path
