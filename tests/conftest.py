@@ -18,7 +18,7 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cfg(tiny_llm_dir):
     """The tiny preset pointing at the session's tiny LLM (Whisper teacher)."""
-    cfg = OmegaConf.load(ROOT / "conf" / "aura_tiny.yaml")
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / "aura_tiny.yaml")
     cfg.student.pretrained_path = str(tiny_llm_dir)
     return cfg
 

@@ -6,6 +6,7 @@ from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio
 from torch import Tensor
 
+from nemo_aura.data.teacher_cache import TARGETS_FIELD, collate_teacher_targets
 from nemo_aura.parts.prompting import PromptBuilder, right_pad
 
 
@@ -36,6 +37,8 @@ class AuRADataset(torch.utils.data.Dataset):
 
     Audio at another sample rate is resampled to the model's; multi-channel audio is an error
     (downmix it in the manifest). Each cut's ``custom`` may set ``task`` (asr | qa), ``context``, ``answers``.
+    Cuts carrying cached teacher targets (stage 2, see ``teacher_cache``) add ``teacher_targets``
+    (``{layer: (B, N, D)}``) and ``teacher_target_lens`` to the batch, so training needs no teacher pass.
     """
 
     def __init__(self, prompts: PromptBuilder, sample_rate: int, pad_id: int, default_task: str = "asr"):
@@ -47,6 +50,13 @@ class AuRADataset(torch.utils.data.Dataset):
     def __getitem__(self, cuts: CutSet) -> dict[str, Tensor | list]:
         cuts = cuts.map(self._prepare_cut)
         audio, audio_lens = collate_audio(cuts)
+        batch = self._encode_prompts(cuts)
+        batch.update(audio=audio, audio_lens=audio_lens)
+        if all(c.has_custom(TARGETS_FIELD) for c in cuts):
+            batch.update(collate_teacher_targets(cuts))
+        return batch
+
+    def _encode_prompts(self, cuts: CutSet) -> dict[str, Tensor | list]:
         ids, masks, tasks = [], [], []
         for cut in cuts:
             task = cut_task(cut, self.default_task)
@@ -56,8 +66,6 @@ class AuRADataset(torch.utils.data.Dataset):
             masks.append(mask)
             tasks.append(task)
         return {
-            "audio": audio,
-            "audio_lens": audio_lens,
             "input_ids": right_pad(ids, self.pad_id),
             "input_lens": torch.tensor([len(s) for s in ids]),
             "loss_mask": right_pad(masks, False),

@@ -244,10 +244,37 @@ class AuRAModel(ModelPT):
 
     def teacher_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> dict[int, Tensor]:
         """Teacher states of the mapped layers on the student's patch grid (from the batch if cached)."""
-        if "teacher_targets" in batch:
-            return batch["teacher_targets"]
-        out = self.teacher(batch["audio"], batch["audio_lens"], self.distillation.teacher_layers)
+        if "teacher_targets" not in batch:
+            return self.compute_teacher_targets(batch["audio"], batch["audio_lens"], patch_lens)
+        cached = batch["teacher_targets"]
+        missing = sorted(set(self.distillation.teacher_layers) - set(cached))
+        if missing:
+            raise ValueError(f"cached teacher targets lack teacher layers {missing}; rebuild the cache (stage 2)")
+        lens = batch["teacher_target_lens"].to(patch_lens.device)
+        if not torch.equal(lens, patch_lens):
+            raise ValueError(
+                f"cached teacher targets have {lens.tolist()} patches but the patch embedding gives "
+                f"{patch_lens.tolist()} for items {batch.get('cut_ids')}: the cache was built for another "
+                "patch rate or audio; rebuild it (stage 2)"
+            )
+        return {t: cached[t][:, :num_patches].to(patch_lens.device, torch.float32) for t in self.distillation.teacher_layers}
+
+    @torch.no_grad()
+    def compute_teacher_targets(
+        self, audio: Tensor, audio_lens: Tensor, patch_lens: Tensor | None = None
+    ) -> dict[int, Tensor]:
+        """Run the frozen teacher and pool its mapped layers to the patch grid: ``{layer: (B, N, D)}``."""
+        if self.teacher is None or self.distillation is None:
+            raise ValueError("this model has no teacher/distillation config (is it an encoder-free export?)")
+        if patch_lens is None:
+            patch_lens = self.patch_lengths(audio_lens)
+        out = self.teacher(audio, audio_lens, self.distillation.teacher_layers)
+        num_patches = int(patch_lens.max())
         return {t: pool_to_length(h, out.lengths, patch_lens, num_patches) for t, h in out.hidden_states.items()}
+
+    def patch_lengths(self, audio_lens: Tensor) -> Tensor:
+        """Number of audio tokens the patch embedding makes for each waveform length."""
+        return self.patch_embedding.num_patches(self.patch_embedding.num_frames(audio_lens))
 
     def compute_losses(self, batch: dict) -> dict[str, Tensor]:
         inputs = self.embed_audio_and_text(

@@ -52,6 +52,10 @@ class AudioPatchEmbedding(nn.Module):
     def token_rate_hz(self) -> float:
         return 1.0 / (self.frame_shift_seconds * self.patch_size)
 
+    def num_frames(self, audio_lens: Tensor) -> Tensor:
+        """Valid log-mel frames per waveform length (what the preprocessor reports), without running it."""
+        return self.preprocessor.featurizer.get_seq_len(audio_lens).long()
+
     def num_patches(self, num_frames: Tensor) -> Tensor:
         return torch.div(num_frames + self.patch_size - 1, self.patch_size, rounding_mode="floor")
 

@@ -1,0 +1,152 @@
+"""Training plumbing: teacher-target cache, Lhotse dataloaders + Lightning fit, teachers from local artefacts."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet, Recording
+from lightning.pytorch import Trainer
+from omegaconf import OmegaConf
+
+from nemo_aura import AuRAModel
+from nemo_aura.data.dataset import AuRADataset
+from nemo_aura.data.teacher_cache import build_teacher_cache
+from nemo_aura.modules.teachers import NeMoEncoderTeacher, WhisperTeacher
+from conftest import ROOT
+from tiny_assets import synth_wave, tiny_conformer_teacher_cfg, write_tiny_cuts
+
+
+def dataset_for(model: AuRAModel) -> AuRADataset:
+    return AuRADataset(prompts=model.prompts, sample_rate=model.sample_rate, pad_id=model.pad_id)
+
+
+def test_teacher_cache_gives_the_online_loss_and_resumes(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg).eval()
+    cuts = CutSet.from_file(write_tiny_cuts(tmp_path / "data", n=5))
+    manifest = build_teacher_cache(model, cuts, tmp_path / "cache", batch_size=2)
+    cached = CutSet.from_file(manifest)
+    assert len(cached) == 5 and all(c.custom["teacher_layers"] == model.distillation.teacher_layers for c in cached)
+
+    batch = dataset_for(model)[cached]
+    assert set(batch["teacher_targets"]) == set(model.distillation.teacher_layers)
+    online = {k: v for k, v in batch.items() if not k.startswith("teacher_target")}
+    with torch.no_grad():
+        loss_cached = model.compute_losses(batch)["loss"]
+        loss_online = model.compute_losses(online)["loss"]
+    assert torch.allclose(loss_cached, loss_online, atol=2e-3), (loss_cached, loss_online)
+
+    # Interrupted run: manifest not yet written, one array half-written -> only that one is recomputed.
+    meta = tmp_path / "cache" / "cache.json"
+    meta.unlink()
+    (tmp_path / "cache" / "cuts.jsonl.gz").unlink()
+    shutil.move(tmp_path / "cache" / "targets", tmp_path / "cache" / "targets.partial")
+    victim = sorted((tmp_path / "cache" / "targets.partial").rglob("*.npy"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    build_teacher_cache(model, cuts, tmp_path / "cache", batch_size=2)
+    assert json.loads(meta.read_text())["computed_now"] == 1
+    assert not (tmp_path / "cache" / "targets.partial").exists()
+
+
+def test_stale_cache_is_refused(tiny_cfg, tmp_path):
+    model = AuRAModel(tiny_cfg)
+    cuts = CutSet.from_file(write_tiny_cuts(tmp_path / "data", n=2))
+    manifest = build_teacher_cache(model, cuts, tmp_path / "cache")
+    other_cfg = tiny_cfg.copy()
+    other_cfg.patch_embedding.patch_size = 2
+    other = AuRAModel(other_cfg)
+    with pytest.raises(ValueError, match="another teacher/patch config"):
+        build_teacher_cache(other, cuts, tmp_path / "cache")
+    with pytest.raises(ValueError, match="rebuild it"):
+        other.compute_losses(dataset_for(other)[CutSet.from_file(manifest)])
+
+
+def test_lightning_fit_through_lhotse_dataloader(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    cuts_path = write_tiny_cuts(tmp_path / "data", n=6)
+    cfg = tiny_cfg.copy()
+    ds = {"cuts_path": str(cuts_path), "batch_size": 3, "shuffle": True, "seed": 0, "num_workers": 0}
+    cfg.train_ds = ds
+    cfg.validation_ds = {**ds, "shuffle": False}
+    model = AuRAModel(cfg)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = Trainer(
+        accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=1, val_check_interval=2, num_sanity_val_steps=0,
+    )
+    trainer.fit(model)
+    assert trainer.global_step == 4
+    assert "val_distill_cos_layer1" in trainer.callback_metrics
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    assert all(not torch.equal(params[n], v) for n, v in trainable.items())
+    opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_dataset_resamples_other_rates(tiny_cfg, tmp_path):
+    model = AuRAModel(tiny_cfg)
+    path = tmp_path / "8k.wav"
+    sf.write(path, synth_wave(0, 1.0, sample_rate=8000), 8000)
+    cut = Recording.from_file(path).to_cut()
+    from lhotse import SupervisionSegment
+
+    cut.supervisions = [SupervisionSegment(id="s", recording_id=cut.recording_id, start=0, duration=1.0, text="one two")]
+    batch = dataset_for(model)[CutSet.from_cuts([cut])]
+    assert batch["audio_lens"].tolist() == [16000]
+
+
+def test_whisper_teacher_from_a_local_directory(tmp_path):
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(
+        **OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "aura_tiny.yaml").teacher.config),
+        pad_token_id=0, bos_token_id=1, eos_token_id=1, decoder_start_token_id=1,
+    )
+    torch.manual_seed(0)
+    hf = WhisperForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor(feature_size=80, chunk_length=6).save_pretrained(tmp_path / "whisper")
+    teacher = WhisperTeacher(pretrained_path=str(tmp_path / "whisper"))
+    wave = torch.from_numpy(synth_wave(0, 2.0))
+    out = teacher(wave[None], torch.tensor([len(wave)]), layers=[1, 3])
+    feats = teacher.feature_extractor([wave.numpy()], sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        ref = hf.model.encoder(feats, output_hidden_states=True).hidden_states
+    assert out.lengths.tolist() == [100]  # 2 s at 50 Hz
+    assert torch.allclose(out.hidden_states[1], ref[1], atol=1e-5)
+    # the last block's output is taken before Whisper's final layer norm: compare to the pre-norm state
+    assert out.hidden_states[3].shape == ref[3].shape
+    with pytest.raises(FileNotFoundError, match="not a local directory"):
+        WhisperTeacher(pretrained_path=str(tmp_path / "nowhere"))
+
+
+def test_nemo_teacher_from_a_dotnemo_file(tmp_path):
+    from nemo.collections.asr.models import EncDecCTCModel
+
+    parts = tiny_conformer_teacher_cfg()
+    vocab = list("abcdefghijklmnopqrstuvwxyz '")
+    cfg = OmegaConf.create({
+        "preprocessor": parts["preprocessor"], "encoder": parts["encoder"],
+        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": 32,
+                    "num_classes": len(vocab), "vocabulary": vocab},
+        "labels": vocab,
+    })
+    torch.manual_seed(0)
+    asr = EncDecCTCModel(cfg=cfg).eval()
+    asr.save_to(str(tmp_path / "tiny_ctc.nemo"))
+    teacher = NeMoEncoderTeacher(nemo_path=str(tmp_path / "tiny_ctc.nemo"))
+    wave = torch.from_numpy(synth_wave(1, 1.5))[None]
+    lens = torch.tensor([wave.shape[1]])
+    out = teacher(wave, lens, layers=[2])
+    with torch.no_grad():
+        feats, feat_lens = asr.preprocessor(input_signal=wave, length=lens)
+        encoded, enc_lens = asr.encoder(audio_signal=feats, length=feat_lens)
+    assert out.lengths.tolist() == enc_lens.tolist()
+    assert torch.allclose(out.hidden_states[2], encoded.transpose(1, 2), atol=1e-5)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with pytest.raises(FileNotFoundError, match="missing.nemo"):
+        NeMoEncoderTeacher(nemo_path=str(tmp_path / "missing.nemo"))
