@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 
-from tiny_assets import build_tiny_llm, tiny_conformer_teacher_cfg  # noqa: E402
+from nemo_aura.testing import build_tiny_llm, tiny_conformer_teacher_cfg  # noqa: E402
 
 
 @pytest.fixture(scope="session")

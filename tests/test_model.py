@@ -7,7 +7,7 @@ import torch
 from nemo_aura import AuRAModel
 from nemo_aura.modules import teachers as teachers_module
 from nemo_aura.parts.student import decoder_of
-from tiny_assets import synth_wave
+from nemo_aura.testing import synth_wave
 
 
 def make_batch(model: AuRAModel, seconds=(1.5, 1.0), task="asr", answers=("one two three", "four five")):

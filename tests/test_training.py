@@ -15,7 +15,7 @@ from nemo_aura.data.dataset import AuRADataset
 from nemo_aura.data.teacher_cache import build_teacher_cache
 from nemo_aura.modules.teachers import NeMoEncoderTeacher, WhisperTeacher
 from conftest import ROOT
-from tiny_assets import synth_wave, tiny_conformer_teacher_cfg, write_tiny_cuts
+from nemo_aura.testing import synth_wave, tiny_conformer_teacher_cfg, write_tiny_cuts
 
 
 def dataset_for(model: AuRAModel) -> AuRADataset:

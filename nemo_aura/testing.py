@@ -1,4 +1,4 @@
-"""Builders for tiny, download-free models and data used by the tests (and the CI recipe run)."""
+"""Builders for tiny, download-free models and data: used by the tests and by the tiny recipe preset (CI)."""
 from __future__ import annotations
 
 import math

@@ -1,0 +1,94 @@
+"""Train an AuRAModel with Lightning and NeMo's exp_manager (recipe stages 3 and 5).
+
+    python -m nemo_aura.train --config-path=<repo>/conf --config-name=distill \
+        model.train_ds.cuts_path=... model.validation_ds.cuts_path=... exp_manager.exp_dir=exp/x/stage3
+
+exp_manager gives checkpoints, CSV/TensorBoard logs and resumption: rerunning the same command after
+a kill continues from the last checkpoint. Validation metrics before (once, untrained) and after
+training are written to ``<report.dir>/validation_{before,after}.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo.core.config import hydra_runner
+from nemo.utils import logging
+from nemo.utils.exp_manager import exp_manager
+
+from nemo_aura.models.aura_model import AuRAModel
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(overrides: list[str], config_name: str = "distill", config_dir: str = CONF_DIR) -> DictConfig:
+    """The same config ``python -m nemo_aura.train`` would see, for scripts that share its overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
+    """A new model from ``cfg.model``, or a saved ``.nemo`` (``init_from_nemo``) re-pointed at ``cfg.model``'s data/optim."""
+    if not cfg.get("init_from_nemo"):
+        return AuRAModel(cfg.model, trainer=trainer)
+    path = Path(cfg.init_from_nemo)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from_nemo: '{path}' is not a file")
+    model = AuRAModel.restore_from(str(path), map_location="cpu", trainer=trainer)
+    with open_dict(model.cfg):
+        for key in ("train_ds", "validation_ds", "optim", "loss", "prompts"):
+            if cfg.model.get(key) is not None:
+                model.cfg[key] = cfg.model[key]
+    model.setup_training_data(model.cfg.train_ds)
+    model.setup_validation_data(model.cfg.validation_ds)
+    return model
+
+
+def metrics_to_json(metrics: list[dict]) -> dict:
+    return {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig) -> AuRAModel:
+    OmegaConf.resolve(cfg)
+    trainer = Trainer(**cfg.trainer)
+    log_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
+    if cfg.report.get("csv_log", True):
+        trainer.loggers = [*trainer.loggers, CSVLogger(save_dir=str(log_dir), name="", version="csv")]
+    report_dir = Path(cfg.report.dir) if cfg.report.get("dir") else log_dir
+    model = build_model(cfg, trainer)
+    resuming = trainer.ckpt_path is not None
+    before = report_dir / "validation_before.json"
+    if cfg.report.get("validate_before", True) and not resuming and not before.exists():
+        write_json_atomic(before, metrics_to_json(trainer.validate(model)))
+    trainer.fit(model, ckpt_path=trainer.ckpt_path)
+    write_json_atomic(report_dir / "validation_after.json", metrics_to_json(trainer.validate(model)))
+    if cfg.report.get("save_nemo"):
+        out = Path(cfg.report.save_nemo)
+        tmp = out.with_name(out.stem + ".tmp.nemo")
+        model.save_to(str(tmp))
+        os.replace(tmp, out)
+        logging.info(f"saved {out}")
+    return model
+
+
+@hydra_runner(config_path=CONF_DIR, config_name="distill")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+# Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
+# Chosen to fit stages 0-4 in ~40 min on 2 CPU cores (see README "Recipe").
+model_conf=aura_base                        # conf/model/<name>.yaml
+whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
+llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
+teacher_dir=$exp_root/models/whisper-base
+llm_dir=$exp_root/models/smollm2-135m-instruct
+data_preset=default                         # stage 1: recipes/aura/local/prepare_data.py --preset
+cache_batch_size=8                          # stage 2
+bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
+distill_overrides=""                        # stage 3: extra Hydra overrides

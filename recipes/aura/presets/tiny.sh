@@ -1,0 +1,11 @@
+# Tiny preset: random tiny models built from configs (no packages, no conversion), espeak-only data.
+# Runs stages 0-4 in a few minutes: the CI smoke test of the recipe plumbing.
+model_conf=aura_tiny
+whisper=none
+llm=tiny
+teacher_dir=""                              # aura_tiny's teacher is a config, not a directory
+llm_dir=$exp_root/models/tiny-llm
+data_preset=tiny
+cache_batch_size=4
+bench_utts=8
+distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=4"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# AuRA recipe (ESPnet style): distil a frozen ASR encoder into an LLM's first K layers, then drop it.
+#
+#   bash recipes/aura/run.sh [--stage N] [--stop-stage M] [--preset default|tiny] [--tag T] [--nj N] \
+#        [--exp-root DIR (default exp; models go to DIR/models, results to DIR/<tag>)] \
+#        [-- hydra.overrides for stage 3, e.g. trainer.max_steps=100 model.lora.r=16]
+#
+# Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
+#   0 environment + offline models   1 spoken corpus       2 teacher-target cache
+#   3 distillation                   4 encoder removal
+set -euo pipefail
+
+stage=0
+stop_stage=4
+preset=default
+tag=""
+nj=2
+exp_root=exp
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
+    --preset) preset=$2; shift 2 ;;
+    --tag) tag=$2; shift 2 ;;
+    --nj) nj=$2; shift 2 ;;
+    --exp-root) exp_root=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+extra_overrides=("$@")
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+preset_file=recipes/aura/presets/$preset.sh
+[ -f "$preset_file" ] || { echo "run.sh: no preset '$preset' ($preset_file)" >&2; exit 2; }
+# shellcheck source=/dev/null
+source "$preset_file"
+tag=${tag:-$preset}
+exp=$exp_root/$tag
+models=$exp_root/models
+python=${NEMO_AURA_VENV:-$root/.venv}/bin/python
+local=recipes/aura/local
+mkdir -p "$exp"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+# run_stage N "description" cmd...: announce, time, and record a stage that is in [stage, stop_stage].
+run_stage() {
+  local n=$1 desc=$2; shift 2
+  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return 0; fi
+  log "stage $n: $desc"
+  local t0=$SECONDS
+  "$@"
+  local dt=$((SECONDS - t0))
+  log "stage $n done in ${dt} s"
+  printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$n" "$dt" "$desc" >> "$exp/stage_times.tsv"
+}
+
+model_overrides=("model=$model_conf" "model.student.pretrained_path=$llm_dir")
+[ -n "$teacher_dir" ] && model_overrides+=("model.teacher.pretrained_path=$teacher_dir")
+stage1=$exp/stage1
+distill_train=$stage1/lhotse/distill_train_cuts.jsonl.gz
+distill_dev=$stage1/lhotse/distill_dev_cuts.jsonl.gz
+
+stage0() {
+  bash tools/setup_env.sh test
+  bash $local/install_voices.sh "$(dirname "$(dirname "$python")")"
+  if [ "$llm" = tiny ]; then
+    "$python" $local/make_tiny_models.py --out "$llm_dir"
+  else
+    "$python" $local/prepare_models.py --out $models --whisper "$whisper" --llm "$llm"
+  fi
+}
+
+stage1() {
+  "$python" $local/prepare_data.py --out "$stage1" --preset "$data_preset" --nj "$nj" --downloads "$exp_root/downloads"
+}
+
+stage2() {
+  "$python" $local/cache_teacher.py --cuts "train=$distill_train" --cuts "dev=$distill_dev" --out "$exp/stage2" \
+    --batch-size "$cache_batch_size" --bench-utts "$bench_utts" -- "${model_overrides[@]}"
+}
+
+stage3() {
+  local final=$exp/stage3/aura_distilled.nemo
+  if [ -f "$final" ]; then log "  $final exists: skipping"; return 0; fi
+  # shellcheck disable=SC2086
+  "$python" -m nemo_aura.train --config-name distill "${model_overrides[@]}" \
+    model.train_ds.cuts_path="$exp/stage2/train/cuts.jsonl.gz" \
+    model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
+    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3" report.save_nemo="$final" \
+    $distill_overrides "${extra_overrides[@]}"
+  "$python" $local/report_distillation.py --stage-dir "$exp/stage3"
+}
+
+stage4() {
+  local args=(--nemo "$exp/stage3/aura_distilled.nemo" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
+  [ -n "$teacher_dir" ] && args+=(--teacher-dir "$teacher_dir")
+  "$python" $local/export_encoder_free.py "${args[@]}"
+}
+
+log "AuRA recipe: preset=$preset tag=$tag stages $stage..$stop_stage (exp dir $exp)"
+run_stage 0 "environment and offline models" stage0
+run_stage 1 "embedded spoken corpus ($data_preset)" stage1
+run_stage 2 "teacher-target cache" stage2
+run_stage 3 "layer-wise distillation" stage3
+run_stage 4 "encoder removal" stage4
+log "done; stage wall times in $exp/stage_times.tsv"
