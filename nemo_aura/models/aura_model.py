@@ -43,9 +43,7 @@ class AuRAModel(ModelPT):
         self._work_dir = student_parts.new_work_dir()
         super().__init__(cfg=cfg, trainer=trainer)
         self._setup_student()
-        self.patch_embedding = AudioPatchEmbedding(
-            output_dim=self.llm.config.hidden_size, **_to_dict(self.cfg.patch_embedding)
-        )
+        self.patch_embedding = self._build_audio_front_end()
         self.teacher = build_teacher(self.cfg.teacher) if self.cfg.get("teacher") else None
         self.distillation = self._build_distillation()
         self._check_losses()
@@ -83,6 +81,10 @@ class AuRAModel(ModelPT):
             audio_locator_tag=self.cfg.audio_locator_tag,
             templates=_to_dict(self.cfg.get("prompts")),
         )
+
+    def _build_audio_front_end(self) -> AudioPatchEmbedding:
+        """The audio path into the LLM: AuRA's light patch embedding (the bridge baseline overrides this)."""
+        return AudioPatchEmbedding(output_dim=self.llm.config.hidden_size, **_to_dict(self.cfg.patch_embedding))
 
     def _build_distillation(self) -> LayerwiseDistillation | None:
         dcfg = self.cfg.get("distillation")
@@ -180,17 +182,18 @@ class AuRAModel(ModelPT):
     # ------------------------------------------------------------------ forward pieces
     def embed_audio_and_text(
         self, audio: Tensor, audio_lens: Tensor, input_ids: Tensor, input_lens: Tensor,
-        loss_mask: Tensor | None = None, left_pad: bool = False,
+        loss_mask: Tensor | None = None, left_pad: bool = False, audio_tokens: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Patch-embed the audio and splice its tokens in place of each prompt's audio placeholder.
 
         Returns ``inputs_embeds``, ``attention_mask``, ``audio_mask`` (positions holding audio tokens),
         ``patch_lens``, and ``labels`` (answer tokens, else -100) when ``loss_mask`` is given.
+        ``audio_tokens`` (tokens, counts) replaces the front-end pass when the caller already has them.
         """
         if (audio_lens <= 0).any():
             bad = (audio_lens <= 0).nonzero().flatten().tolist()
             raise ValueError(f"empty audio (0 samples) in batch items {bad}")
-        patches, patch_lens = self.patch_embedding(audio, audio_lens)
+        patches, patch_lens = audio_tokens if audio_tokens is not None else self.patch_embedding(audio, audio_lens)
         embed = self.llm.get_input_embeddings()
         text = embed(input_ids.masked_fill(input_ids == self.audio_locator_id, 0))
         seqs, audio_masks, labels = [], [], []
@@ -276,9 +279,14 @@ class AuRAModel(ModelPT):
         """Number of audio tokens the patch embedding makes for each waveform length."""
         return self.patch_embedding.num_patches(self.patch_embedding.num_frames(audio_lens))
 
+    def audio_tokens(self, batch: dict) -> tuple[Tensor, Tensor] | None:
+        """Precomputed audio tokens for ``batch``, if any (AuRA: none; the bridge reads cached encoder states)."""
+        return None
+
     def compute_losses(self, batch: dict) -> dict[str, Tensor]:
         inputs = self.embed_audio_and_text(
-            batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"], batch["loss_mask"]
+            batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"], batch["loss_mask"],
+            audio_tokens=self.audio_tokens(batch),
         )
         use_distill, use_lm = self.distill_weight > 0, self.lm_weight > 0
         capture = self.distillation.student_layers if use_distill else []
