@@ -99,3 +99,22 @@ def write_tiny_cuts(out_dir: Path, n: int = 6, seed: int = 0, task: str = "asr")
     path = out_dir / "cuts.jsonl.gz"
     cutset.to_file(path)
     return path
+
+
+def build_tiny_ctc_nemo(path: Path, seed: int = 0) -> Path:
+    """A random 2-layer Conformer-CTC ``.nemo`` (char vocabulary): a stand-in for a user's NeMo ASR model."""
+    import torch
+    from omegaconf import OmegaConf
+    from nemo.collections.asr.models import EncDecCTCModel
+
+    parts = tiny_conformer_teacher_cfg()
+    vocab = list("abcdefghijklmnopqrstuvwxyz '")
+    cfg = OmegaConf.create({
+        "preprocessor": parts["preprocessor"], "encoder": parts["encoder"],
+        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": parts["encoder"]["d_model"],
+                    "num_classes": len(vocab), "vocabulary": vocab},
+        "labels": vocab,
+    })
+    torch.manual_seed(seed)
+    EncDecCTCModel(cfg=cfg).eval().save_to(str(path))
+    return Path(path)

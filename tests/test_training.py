@@ -15,7 +15,7 @@ from nemo_aura.data.dataset import AuRADataset
 from nemo_aura.data.teacher_cache import build_teacher_cache
 from nemo_aura.modules.teachers import NeMoEncoderTeacher, WhisperTeacher
 from conftest import ROOT
-from nemo_aura.testing import synth_wave, tiny_conformer_teacher_cfg, write_tiny_cuts
+from nemo_aura.testing import build_tiny_ctc_nemo, synth_wave, write_tiny_cuts
 
 
 def dataset_for(model: AuRAModel) -> AuRADataset:
@@ -125,19 +125,10 @@ def test_whisper_teacher_from_a_local_directory(tmp_path):
 
 
 def test_nemo_teacher_from_a_dotnemo_file(tmp_path):
-    from nemo.collections.asr.models import EncDecCTCModel
+    from nemo.collections.asr.models import ASRModel
 
-    parts = tiny_conformer_teacher_cfg()
-    vocab = list("abcdefghijklmnopqrstuvwxyz '")
-    cfg = OmegaConf.create({
-        "preprocessor": parts["preprocessor"], "encoder": parts["encoder"],
-        "decoder": {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": 32,
-                    "num_classes": len(vocab), "vocabulary": vocab},
-        "labels": vocab,
-    })
-    torch.manual_seed(0)
-    asr = EncDecCTCModel(cfg=cfg).eval()
-    asr.save_to(str(tmp_path / "tiny_ctc.nemo"))
+    build_tiny_ctc_nemo(tmp_path / "tiny_ctc.nemo")
+    asr = ASRModel.restore_from(str(tmp_path / "tiny_ctc.nemo"), map_location="cpu").eval()
     teacher = NeMoEncoderTeacher(nemo_path=str(tmp_path / "tiny_ctc.nemo"))
     wave = torch.from_numpy(synth_wave(1, 1.5))[None]
     lens = torch.tensor([wave.shape[1]])

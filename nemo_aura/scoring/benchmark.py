@@ -1,0 +1,236 @@
+"""Stage 6: spoken-QA accuracy, latency and peak memory of topline, cascade, bridge and AuRA, side by side.
+
+    python -m nemo_aura.scoring.benchmark --items test=exp/t/stage1/lhotse/qa_test_cuts.jsonl.gz \
+        [--items mine=my_manifest.json] --llm-dir exp/models/smollm2-135m-instruct --asr exp/models/whisper-base \
+        --aura exp/t/stage5/aura_qa.nemo --bridge exp/t/stage5/bridge_qa.nemo --out exp/t/stage6
+
+Each system runs in its own process (one after the other, never two at once) through
+``nemo_aura.scoring.worker``; this process only aggregates. Writes ``results.json``, ``results.md`` and
+PNG plots into ``--out``. Any saved AuRA/bridge ``.nemo`` can be benchmarked this way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nemo_aura.scoring.metrics import exact_match, token_f1, wer
+
+ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
+TARGETS = {  # the issue's targets: (metric, numerator, denominator, bound, "<=" | ">=")
+    "latency_aura_vs_bridge": ("latency", "aura", "bridge", 0.5, "<="),
+    "latency_aura_vs_cascade": ("latency", "aura", "cascade", 0.3, "<="),
+    "latency_aura_vs_topline": ("latency", "aura", "topline", 1.15, "<="),
+    "memory_aura_vs_topline": ("memory", "aura", "topline", 1.05, "<="),
+    "f1_aura_vs_topline": ("f1", "aura", "topline", 0.9, ">="),
+    "f1_aura_vs_cascade": ("f1", "aura", "cascade", 1.0, ">="),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", action="append", required=True, metavar="NAME=PATH",
+                        help="Lhotse cuts or NeMo JSON manifest of spoken-QA items; the first set is also timed")
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    parser.add_argument("--llm-dir")
+    parser.add_argument("--asr", help="cascade ASR: local HF Whisper dir or a NeMo .nemo")
+    parser.add_argument("--aura")
+    parser.add_argument("--bridge")
+    parser.add_argument("--limit", type=int, default=None, help="items per set (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--sweep-seconds", default="1,2,5,10,20,30")
+    parser.add_argument("--transcripts", action="store_true", help="speech models also transcribe (untimed) for WER")
+    parser.add_argument("--distill-report", type=Path, default=None, help="stage-3 distill_report.json to plot")
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def run_worker(system: str, args, paths: dict) -> dict:
+    out = args.out / system
+    cmd = [sys.executable, "-m", "nemo_aura.scoring.worker", "--system", system, "--paths", json.dumps(paths),
+           "--out", str(out), "--max-new-tokens", str(args.max_new_tokens), "--sweep-seconds", args.sweep_seconds]
+    for spec in args.items:
+        cmd += ["--items", spec]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.transcripts:
+        cmd.append("--transcripts")
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"system {system!r} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    print(f"[stage6] {system}: done in {time.time() - start:.0f} s", flush=True)
+    return json.loads((out / "worker.json").read_text())
+
+
+def score_set(pred_path: Path) -> dict:
+    rows = [json.loads(line) for line in pred_path.read_text().splitlines()]
+    result = {
+        "items": len(rows),
+        "exact_match": sum(exact_match(r["answer"], r["answers"]) for r in rows) / len(rows),
+        "f1": sum(token_f1(r["answer"], r["answers"]) for r in rows) / len(rows),
+    }
+    with_tr = [r for r in rows if r.get("transcript") is not None]
+    if with_tr:
+        result["wer"] = wer([r["transcript"] for r in with_tr], [r["question"] for r in with_tr])
+    return result
+
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def aggregate(workers: dict[str, dict], args) -> dict:
+    set_names = [s.partition("=")[0] for s in args.items]
+    results = {"systems": {}, "sets": set_names, "timed_set": set_names[0], "max_new_tokens": args.max_new_tokens}
+    for name, w in workers.items():
+        entry = {"scores": {s: score_set(args.out / name / f"{s}.predictions.jsonl") for s in set_names}}
+        timed = w["sets"][set_names[0]]
+        entry.update(latency_median_s=timed["latency_median_s"], latency_p90_s=timed["latency_p90_s"],
+                     peak_rss_mib=w["peak_rss_mib"], rss_after_imports_mib=w["rss_after_imports_mib"],
+                     model_rss_mib=w["peak_rss_mib"] - w["rss_after_imports_mib"], load_seconds=w["load_seconds"],
+                     sweep=w.get("sweep", []))
+        results["systems"][name] = entry
+    systems = results["systems"]
+
+    def value(metric, name):
+        s = systems.get(name)
+        if s is None:
+            return None
+        return {"latency": s["latency_median_s"], "memory": s["peak_rss_mib"],
+                "f1": s["scores"][set_names[0]]["f1"]}[metric]
+
+    results["ratios"] = {}
+    results["targets"] = {}
+    for key, (metric, num, den, bound, op) in TARGETS.items():
+        r = ratio(value(metric, num), value(metric, den))
+        results["ratios"][key] = r
+        results["targets"][key] = None if r is None else {"ratio": r, "bound": bound, "op": op,
+                                                          "met": r <= bound if op == "<=" else r >= bound}
+    if "aura" in systems and "topline" in systems:
+        results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems["topline"]["scores"][s]["f1"])
+                                      for s in set_names}
+    if "aura_text" in systems and "topline" in systems:
+        results["text_ability_kept"] = text_agreement(args.out / "aura_text", args.out / "topline", set_names[0])
+    return results
+
+
+def text_agreement(adapter_dir: Path, base_dir: Path, set_name: str) -> dict:
+    """How often the LLM with the speech LoRA answers text questions exactly as the base LLM does."""
+    a = [json.loads(x) for x in (adapter_dir / f"{set_name}.predictions.jsonl").read_text().splitlines()]
+    b = {r["id"]: r for r in (json.loads(x) for x in (base_dir / f"{set_name}.predictions.jsonl").read_text().splitlines())}
+    same = sum(r["answer"].strip() == b[r["id"]]["answer"].strip() for r in a)
+    return {"identical_answers": same / len(a),
+            "f1_with_adapter": sum(token_f1(r["answer"], r["answers"]) for r in a) / len(a),
+            "f1_base": sum(token_f1(b[r["id"]]["answer"], r["answers"]) for r in a) / len(a)}
+
+
+def to_markdown(results: dict) -> str:
+    sets = results["sets"]
+    head = "| system | " + " | ".join(f"{s} EM | {s} F1" for s in sets) + " | WER | latency median (s) | p90 (s) | peak RSS (MiB) | model RSS (MiB) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, s in results["systems"].items():
+        scores = " | ".join(f"{s['scores'][x]['exact_match']:.3f} | {s['scores'][x]['f1']:.3f}" for x in sets)
+        w = s["scores"][sets[0]].get("wer")
+        lines.append(f"| {name} | {scores} | {'' if w is None else f'{w:.3f}'} | {s['latency_median_s']:.3f} | "
+                     f"{s['latency_p90_s']:.3f} | {s['peak_rss_mib']:.0f} | {s['model_rss_mib']:.0f} |")
+    lines += ["", "| target | ratio | bound | met |", "|---|---|---|---|"]
+    for key, t in results["targets"].items():
+        lines.append(f"| {key} | n/a | | not measured |" if t is None else
+                     f"| {key} | {t['ratio']:.3f} | {t['op']} {t['bound']} | {'yes' if t['met'] else 'NO'} |")
+    if "text_speech_gap" in results:
+        lines += ["", "Text-speech gap (AuRA F1 / topline F1): " +
+                  ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in results["text_speech_gap"].items())]
+    if "text_ability_kept" in results:
+        t = results["text_ability_kept"]
+        lines.append(f"Text ability with the AuRA adapter: identical answers {t['identical_answers']:.1%}, "
+                     f"F1 {t['f1_with_adapter']:.3f} vs base {t['f1_base']:.3f}")
+    lines += ["", f"Latency: batch 1, greedy, max_new_tokens={results['max_new_tokens']}, median over the "
+              f"'{results['timed_set']}' items after warm-up; each system in its own process, one after another."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = results["systems"]
+    names = list(systems)
+    first = results["sets"][0]
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        tmp = out / f"tmp-{name}"
+        fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        os.replace(tmp, out / name)
+        written.append(name)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [systems[n]["scores"][first]["f1"] for n in names], 0.4, label="F1")
+    ax.bar([x + 0.2 for x in xs], [systems[n]["scores"][first]["exact_match"] for n in names], 0.4, label="EM")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel(f"{first} score")
+    ax.legend()
+    save(fig, "accuracy.png")
+
+    for key, label, name in (("latency_median_s", "median latency per item (s)", "latency.png"),
+                             ("peak_rss_mib", "peak RSS (MiB)", "memory.png")):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.bar(names, [systems[n][key] for n in names], color="tab:gray")
+        ax.set_ylabel(label)
+        save(fig, name)
+
+    if any(systems[n]["sweep"] for n in names):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for n in names:
+            if systems[n]["sweep"]:
+                ax.plot([p["seconds"] for p in systems[n]["sweep"]], [p["latency_median_s"] for p in systems[n]["sweep"]],
+                        "o-", label=n)
+        ax.set_xlabel("audio length (s)")
+        ax.set_ylabel("latency (s)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, "latency_vs_duration.png")
+
+    if distill_report and distill_report.exists():
+        rep = json.loads(distill_report.read_text())
+        after = {int(k): v for k, v in rep["cosine_after"].items()}
+        before = {int(k): v for k, v in rep["cosine_before"].items()}
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(sorted(after), [before.get(k) for k in sorted(after)], "o--", label="before")
+        ax.plot(sorted(after), [after[k] for k in sorted(after)], "o-", label="after")
+        ax.set_xlabel("student layer")
+        ax.set_ylabel("dev cosine to teacher")
+        ax.legend()
+        save(fig, "distill_similarity.png")
+    return written
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "bridge": args.bridge}
+    workers = {}
+    for name in [s for s in args.systems.split(",") if s]:
+        workers[name] = run_worker(name, args, paths)
+    results = aggregate(workers, args)
+    results["plots"] = plot(results, args.out, args.distill_report)
+    for name, text in (("results.json", json.dumps(results, indent=2)), ("results.md", to_markdown(results))):
+        tmp = args.out / f"{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, args.out / name)
+    print((args.out / "results.md").read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The systems compared in stage 6, all answering with the same LLM and the same prompt wording.
+
+- ``topline``: the LLM reads the gold question text (and context);
+- ``cascade``: an ASR model transcribes the question (Whisper from a local HF dir, or a NeMo ``.nemo``
+  through its ``transcribe``), then the LLM answers the transcript;
+- ``bridge`` / ``aura``: a saved speech model (``BridgeModel`` keeps its encoder; AuRA has none);
+- ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nemo_aura.parts.prompting import DEFAULT_TEMPLATES
+from nemo_aura.scoring.items import QAItem
+
+# The text systems get AuRA's own templates with the question text where the audio would be.
+TEXT_TEMPLATES = {
+    name: text.replace("spoken question", "question").replace("{audio}", "{question}")
+    for name, text in DEFAULT_TEMPLATES.items()
+    if name in ("qa", "qa_context")
+}
+
+
+def text_message(question: str, context: str | None) -> str:
+    return TEXT_TEMPLATES["qa_context" if context else "qa"].format(question=question, context=context or "")
+
+
+class TextAnswerer:
+    """An HF causal LM answering text prompts in the model's chat format (NeMo ``PromptFormatter``)."""
+
+    def __init__(self, llm, tokenizer, prompt_format: str, stop_ids: list[int], pad_id: int):
+        from nemo.collections.common.prompts import PromptFormatter
+
+        self.llm, self.tokenizer = llm.eval(), tokenizer
+        self.formatter = PromptFormatter.resolve(prompt_format)(tokenizer)
+        self.stop_ids, self.pad_id = stop_ids, pad_id
+
+    @classmethod
+    def from_dir(cls, llm_dir: str, prompt_format: str = "qwen", stop_tokens=("<|im_end|>",)) -> "TextAnswerer":
+        from nemo.collections.common.tokenizers import AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from nemo_aura.parts.student import check_llm_dir
+
+        path = check_llm_dir(llm_dir)
+        tokenizer = AutoTokenizer(str(path), use_fast=True)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        stops = {int(tokenizer.token_to_id(t)) for t in stop_tokens}
+        eos = llm.generation_config.eos_token_id
+        stops.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None and tokenizer.pad_id >= 0 else sorted(stops)[0]
+        return cls(llm, tokenizer, prompt_format, sorted(stops), int(pad))
+
+    @torch.no_grad()
+    def answer(self, message: str, max_new_tokens: int) -> str:
+        ids = self.formatter.encode_dialog([{"role": "user", "slots": {"message": message}}])["input_ids"][None]
+        out = self.llm.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+        )[0, ids.shape[1]:].tolist()
+        for i, t in enumerate(out):
+            if t in self.stop_ids:
+                out = out[:i]
+                break
+        return self.tokenizer.tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+class System:
+    """``answer(item, audio)`` -> {"answer": str, optional "transcript": str}; ``audio`` is 16 kHz mono."""
+
+    name: str
+    uses_audio = True
+    sample_rate = 16000
+
+    def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
+        raise NotImplementedError
+
+    def transcribe(self, audio: np.ndarray) -> str | None:
+        """A transcript of the audio, if this system can make one (for WER)."""
+        return None
+
+
+class Topline(System):
+    name, uses_audio = "topline", False
+
+    def __init__(self, llm_dir: str, prompt_format: str = "qwen"):
+        self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
+
+    def answer(self, item, audio, max_new_tokens):
+        return {"answer": self.llm.answer(text_message(item.question, item.context), max_new_tokens)}
+
+
+class Cascade(System):
+    name = "cascade"
+
+    def __init__(self, asr_path: str, llm_dir: str, prompt_format: str = "qwen", asr_max_new_tokens: int = 96):
+        self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
+        self.asr = load_asr(asr_path, asr_max_new_tokens)
+
+    def transcribe(self, audio):
+        return self.asr(audio)
+
+    def answer(self, item, audio, max_new_tokens):
+        transcript = self.asr(audio)
+        return {"answer": self.llm.answer(text_message(transcript, item.context), max_new_tokens), "transcript": transcript}
+
+
+class SpeechModel(System):
+    """A saved AuRA or bridge ``.nemo`` answering the spoken question directly."""
+
+    def __init__(self, nemo_path: str, name: str):
+        from nemo_aura import AuRAModel
+
+        if not Path(nemo_path).is_file():
+            raise FileNotFoundError(f"{name}: model '{nemo_path}' does not exist")
+        self.model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
+        self.name, self.sample_rate = name, self.model.sample_rate
+
+    def transcribe(self, audio):
+        return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]
+
+    def answer(self, item, audio, max_new_tokens):
+        return {"answer": self.model.generate([torch.from_numpy(audio)], task="qa", contexts=[item.context],
+                                              max_new_tokens=max_new_tokens)[0]}
+
+
+class SpeechModelTextOnly(System):
+    """The speech model's LLM + LoRA reading the text question: does the adapter keep text ability?"""
+
+    uses_audio = False
+
+    def __init__(self, nemo_path: str, name: str = "aura_text"):
+        from nemo_aura import AuRAModel
+
+        model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
+        self.name = name
+        self.llm = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
+
+    def answer(self, item, audio, max_new_tokens):
+        return {"answer": self.llm.answer(text_message(item.question, item.context), max_new_tokens)}
+
+
+def load_asr(path: str, max_new_tokens: int = 96):
+    """A callable 16 kHz waveform -> transcript: Whisper from a local HF dir, or a NeMo ASR ``.nemo``."""
+    p = Path(path)
+    if p.is_dir():
+        return _whisper_asr(p, max_new_tokens)
+    if p.is_file() and p.suffix == ".nemo":
+        return _nemo_asr(p)
+    raise FileNotFoundError(f"cascade ASR: '{path}' is neither a local Whisper directory nor a .nemo file")
+
+
+def _whisper_asr(path: Path, max_new_tokens: int):
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(path)
+    model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+    multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
+    options = {"language": "en", "task": "transcribe"} if multilingual else {}
+
+    @torch.no_grad()
+    def transcribe(audio: np.ndarray) -> str:
+        feats = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        ids = model.generate(feats, max_new_tokens=max_new_tokens, **options)
+        return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    return transcribe
+
+
+def _nemo_asr(path: Path):
+    from nemo.collections.asr.models import ASRModel
+
+    model = ASRModel.restore_from(str(path), map_location="cpu").eval()
+    if not hasattr(model, "sample_rate"):  # transcribe() of in-memory audio needs it
+        model.sample_rate = int(model.cfg.preprocessor.sample_rate)
+
+    @torch.no_grad()
+    def transcribe(audio: np.ndarray) -> str:
+        out = model.transcribe([audio.astype(np.float32)], batch_size=1, verbose=False)[0]
+        return (out.text if hasattr(out, "text") else str(out)).strip()
+
+    return transcribe
+
+
+def build_system(name: str, paths: dict) -> System:
+    """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge`` as needed by ``name``."""
+    def need(key):
+        if not paths.get(key):
+            raise ValueError(f"system {name!r} needs --{key.replace('_', '-')}")
+        return paths[key]
+
+    if name == "topline":
+        return Topline(need("llm_dir"))
+    if name == "cascade":
+        return Cascade(need("asr"), need("llm_dir"))
+    if name in ("aura", "bridge"):
+        return SpeechModel(need(name), name)
+    if name == "aura_text":
+        return SpeechModelTextOnly(need("aura"))
+    raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text")

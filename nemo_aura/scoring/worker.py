@@ -1,0 +1,134 @@
+"""One system in its own process: answers, per-item latency, latency vs audio length, peak memory.
+
+Every worker imports the same libraries before it loads its system, so the post-import RSS baseline
+is the same for all systems and the peak-RSS comparison measures the systems, not the imports.
+Run by ``nemo_aura.scoring.benchmark``; not meant to be called by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--paths", required=True, help="JSON: llm_dir, asr, aura, bridge")
+    parser.add_argument("--items", action="append", required=True, metavar="NAME=PATH")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--sweep-seconds", default="1,2,5,10,20,30")
+    parser.add_argument("--sweep-repeats", type=int, default=3)
+    parser.add_argument("--transcripts", action="store_true", help="also transcribe every item (untimed) for WER")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args()
+
+
+def sweep_inputs(items, audios: list[np.ndarray], seconds: list[float], sample_rate: int) -> list[dict]:
+    """Synthetic long inputs: consecutive test utterances joined (0.2 s gaps) and cut to each length."""
+    gap = np.zeros(int(0.2 * sample_rate), dtype=np.float32)
+    out = []
+    for target in seconds:
+        pieces, texts, total, i = [], [], 0, 0
+        while total < target * sample_rate:
+            pieces += [audios[i % len(audios)], gap]
+            texts.append(items[i % len(items)].question)
+            total += len(audios[i % len(audios)]) + len(gap)
+            i += 1
+        wave = np.concatenate(pieces)[: int(target * sample_rate) - 1]
+        out.append({"seconds": target, "audio": wave, "question": " ".join(texts)})
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    import nemo_aura.models  # noqa: F401  (same imports in every worker: equal RSS baselines)
+    import transformers  # noqa: F401
+
+    from nemo_aura.scoring.items import QAItem, load_items
+    from nemo_aura.scoring.systems import build_system
+
+    rss_after_imports = current_rss_mib()
+    sets = {}
+    for spec in args.items:
+        name, _, path = spec.partition("=")
+        sets[name] = load_items(path, args.limit)
+    t0 = time.perf_counter()
+    system = build_system(args.system, json.loads(args.paths))
+    load_seconds = time.perf_counter() - t0
+    rss_after_load = current_rss_mib()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"system": args.system, "rss_after_imports_mib": rss_after_imports, "rss_after_load_mib": rss_after_load,
+              "load_seconds": load_seconds, "sets": {}}
+    for set_index, (set_name, items) in enumerate(sets.items()):
+        audios = [it.load_audio(system.sample_rate) if system.uses_audio else None for it in items]
+        if set_index == 0:
+            for item, audio in list(zip(items, audios))[: args.warmup]:
+                system.answer(item, audio, args.max_new_tokens)
+        rows, latencies = [], []
+        for item, audio in zip(items, audios):
+            start = time.perf_counter()
+            out = system.answer(item, audio, args.max_new_tokens)
+            latencies.append(time.perf_counter() - start)
+            if args.transcripts and "transcript" not in out and system.uses_audio:
+                out["transcript"] = system.transcribe(audio)
+            rows.append({"id": item.id, "question": item.question, "answers": item.answers, **out,
+                         "latency_s": latencies[-1], "duration": item.duration})
+        tmp = args.out / f"{set_name}.predictions.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, args.out / f"{set_name}.predictions.jsonl")
+        report["sets"][set_name] = {"items": len(rows), "latency_median_s": statistics.median(latencies),
+                                    "latency_p90_s": float(np.percentile(latencies, 90)),
+                                    "latency_mean_s": statistics.fmean(latencies)}
+        if set_index == 0 and args.sweep_seconds:
+            report["sweep"] = run_sweep(system, items, audios, args)
+    report["peak_rss_mib"] = peak_rss_mib()
+    tmp = args.out / "worker.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, args.out / "worker.json")
+
+
+def run_sweep(system, items, audios, args) -> list[dict]:
+    from nemo_aura.scoring.items import QAItem
+
+    seconds = [float(s) for s in args.sweep_seconds.split(",") if s]
+    ref = [a for a in audios if a is not None] or [it.load_audio(16000) for it in items]
+    result = []
+    for spec in sweep_inputs(items, ref, seconds, system.sample_rate):
+        probe = QAItem(id=f"sweep-{spec['seconds']}", question=spec["question"], answers=[""], context=None)
+        times = []
+        for _ in range(args.sweep_repeats):
+            start = time.perf_counter()
+            system.answer(probe, spec["audio"] if system.uses_audio else None, args.max_new_tokens)
+            times.append(time.perf_counter() - start)
+        result.append({"seconds": spec["seconds"], "latency_median_s": statistics.median(times)})
+    return result
+
+
+if __name__ == "__main__":
+    main()

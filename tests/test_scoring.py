@@ -1,0 +1,70 @@
+"""Scoring functions on known cases, and item loading with clear errors."""
+import json
+
+import pytest
+
+from nemo_aura.scoring.benchmark import to_markdown
+from nemo_aura.scoring.items import load_items
+from nemo_aura.scoring.metrics import exact_match, normalize_answer, token_f1, wer
+from nemo_aura.scoring.systems import text_message
+
+
+def test_squad_normalisation_and_exact_match():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert exact_match("the eiffel tower.", ["Eiffel Tower"]) == 1.0
+    assert exact_match("Paris, France", ["Paris"]) == 0.0
+    assert exact_match("anything", []) == 0.0
+
+
+def test_token_f1_known_values():
+    assert token_f1("Paris", ["Paris"]) == 1.0
+    assert token_f1("Paris France", ["Paris"]) == pytest.approx(2 / 3)  # P=1/2, R=1
+    assert token_f1("in the north of Paris", ["Lyon", "north Paris"]) == pytest.approx(2 / 3)  # P=2/4, R=2/2
+    assert token_f1("", ["Paris"]) == 0.0
+    assert token_f1("blue", ["red"]) == 0.0
+
+
+def test_wer_normalises_case_and_punctuation():
+    assert wer(["Hello, world!"], ["hello world"]) == 0.0
+    assert wer(["hello there world"], ["hello world"]) == pytest.approx(0.5)
+    assert wer(["a b", "c"], ["a b", "d e"]) == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        wer(["a", "b"], ["a"])
+
+
+def test_text_prompts_mirror_the_speech_templates():
+    assert text_message("What is the capital of France?", None).endswith("\nWhat is the capital of France?")
+    assert "spoken" not in text_message("q", None)
+    assert text_message("q", "Paris is in France.").startswith("Context: Paris is in France.")
+
+
+def test_nemo_manifest_items_and_errors(tmp_path):
+    good = tmp_path / "qa.json"
+    good.write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "question": "q?", "answers": "x"}) + "\n")
+    [item] = load_items(good)
+    assert item.answers == ["x"] and item.audio_path == str(tmp_path / "a.wav") and item.context is None
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"audio_filepath": "a.wav", "question": "q?"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.json:1: missing field\(s\) \['answers'\]"):
+        load_items(bad)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"audio_filepath": "a.wav",\n')
+    with pytest.raises(ValueError, match="broken.json:1: not valid JSON"):
+        load_items(broken)
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        load_items(tmp_path / "nowhere.json")
+
+
+def test_results_markdown_reports_targets():
+    results = {
+        "sets": ["test"], "timed_set": "test", "max_new_tokens": 8,
+        "systems": {n: {"scores": {"test": {"exact_match": em, "f1": f1}}, "latency_median_s": lat, "latency_p90_s": lat,
+                        "peak_rss_mib": 1000, "model_rss_mib": 100}
+                    for n, em, f1, lat in (("topline", 0.5, 0.6, 0.2), ("aura", 0.4, 0.5, 0.3))},
+        "targets": {"latency_aura_vs_topline": {"ratio": 1.5, "bound": 1.15, "op": "<=", "met": False},
+                    "latency_aura_vs_bridge": None},
+    }
+    md = to_markdown(results)
+    assert "| latency_aura_vs_topline | 1.500 | <= 1.15 | NO |" in md
+    assert "| latency_aura_vs_bridge | n/a | | not measured |" in md
+    assert "| aura | 0.400 | 0.500 |" in md
