@@ -7,11 +7,12 @@
 #
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
-#   3 distillation                   4 encoder removal
+#   3 distillation                   4 encoder removal     5 speech-QA fine-tuning (+ bridge baseline)
+#   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
 set -euo pipefail
 
 stage=0
-stop_stage=4
+stop_stage=6
 preset=default
 tag=""
 nj=2
@@ -63,12 +64,15 @@ model_overrides=("model=$model_conf" "model.student.pretrained_path=$llm_dir")
 stage1=$exp/stage1
 distill_train=$stage1/lhotse/distill_train_cuts.jsonl.gz
 distill_dev=$stage1/lhotse/distill_dev_cuts.jsonl.gz
+qa_train=$stage1/lhotse/qa_train_cuts.jsonl.gz
+qa_dev=$stage1/lhotse/qa_dev_cuts.jsonl.gz
+qa_test=$stage1/lhotse/qa_test_cuts.jsonl.gz
 
 stage0() {
   bash tools/setup_env.sh test
   bash $local/install_voices.sh "$(dirname "$(dirname "$python")")"
   if [ "$llm" = tiny ]; then
-    "$python" $local/make_tiny_models.py --out "$llm_dir"
+    "$python" $local/make_tiny_models.py --out "$llm_dir" --asr-out "$cascade_asr"
   else
     "$python" $local/prepare_models.py --out $models --whisper "$whisper" --llm "$llm"
   fi
@@ -79,7 +83,8 @@ stage1() {
 }
 
 stage2() {
-  "$python" $local/cache_teacher.py --cuts "train=$distill_train" --cuts "dev=$distill_dev" --out "$exp/stage2" \
+  "$python" $local/cache_teacher.py --cuts "train=$distill_train" --cuts "dev=$distill_dev" \
+    --cuts "qa_train=$qa_train" --cuts "qa_dev=$qa_dev" --out "$exp/stage2" \
     --batch-size "$cache_batch_size" --bench-utts "$bench_utts" -- "${model_overrides[@]}"
 }
 
@@ -101,10 +106,46 @@ stage4() {
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
 
+# train NAME INIT_NEMO TRAIN_CUTS DEV_CUTS OUT_NEMO [overrides...]: a fine-tuning run of nemo_aura.train.
+train() {
+  local name=$1 init=$2 train_cuts=$3 dev_cuts=$4 out=$5; shift 5
+  if [ -f "$out" ]; then log "  $out exists: skipping $name"; return 0; fi
+  # shellcheck disable=SC2086
+  "$python" -m nemo_aura.train --config-name finetune "${model_overrides[@]}" name="$name" init_from_nemo="$init" \
+    model.train_ds.cuts_path="$train_cuts" model.validation_ds.cuts_path="$dev_cuts" \
+    exp_manager.exp_dir="$exp/stage5" report.dir="$exp/stage5/$name" report.save_nemo="$out" "$@"
+}
+
+stage5() {
+  local s5=$exp/stage5
+  # AuRA: the encoder-free model learns to answer spoken questions.
+  # shellcheck disable=SC2086
+  train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$qa_train" "$qa_dev" "$s5/aura_qa.nemo" $finetune_overrides
+  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then the same QA steps.
+  "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
+  # shellcheck disable=SC2086
+  train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+    "$s5/bridge_asr.nemo" $bridge_asr_overrides
+  # shellcheck disable=SC2086
+  train bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
+    "$s5/bridge_qa.nemo" $finetune_overrides
+}
+
+stage6() {
+  local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$exp/stage5/aura_qa.nemo"
+              --bridge "$exp/stage5/bridge_qa.nemo" --out "$exp/stage6" --transcripts
+              --distill-report "$exp/stage3/distill_report.json")
+  for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
+  # shellcheck disable=SC2086
+  "$python" -m nemo_aura.scoring.benchmark "${args[@]}" $score_args
+}
+
 log "AuRA recipe: preset=$preset tag=$tag stages $stage..$stop_stage (exp dir $exp)"
 run_stage 0 "environment and offline models" stage0
 run_stage 1 "embedded spoken corpus ($data_preset)" stage1
 run_stage 2 "teacher-target cache" stage2
 run_stage 3 "layer-wise distillation" stage3
 run_stage 4 "encoder removal" stage4
+run_stage 5 "speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
+run_stage 6 "scoring: topline, cascade, bridge, AuRA" stage6
 log "done; stage wall times in $exp/stage_times.tsv"

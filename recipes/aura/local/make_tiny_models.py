@@ -1,20 +1,26 @@
 #!/usr/bin/env python
 """Stage 0 of the tiny preset: a random tiny Llama + a locally trained tokenizer (no downloads).
 
-The tiny preset's teacher is a config (conf/model/aura_tiny.yaml), so nothing else is built.
+Also a tiny NeMo CTC .nemo that the cascade uses as its ASR. The tiny preset's teacher is a config
+(conf/model/aura_tiny.yaml), so nothing else is built.
 """
 import argparse
 import os
 import shutil
 from pathlib import Path
 
-from nemo_aura.testing import build_tiny_llm
+from nemo_aura.testing import build_tiny_ctc_nemo, build_tiny_llm
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--asr-out", type=Path, required=True, help="a tiny NeMo CTC .nemo for the cascade")
     args = parser.parse_args()
+    if not args.asr_out.exists():
+        tmp = args.asr_out.with_name(args.asr_out.stem + ".tmp.nemo")
+        build_tiny_ctc_nemo(tmp)
+        os.replace(tmp, args.asr_out)
     if (args.out / "config.json").exists():
         print(f"[stage0] {args.out} exists: skipping")
         return
