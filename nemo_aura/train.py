@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> AuRAModel:
     log_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
     if cfg.report.get("csv_log", True):
         trainer.loggers = [*trainer.loggers, CSVLogger(save_dir=str(log_dir), name="", version="csv")]
-    report_dir = Path(cfg.report.dir) if cfg.report.get("dir") else log_dir
+    report_dir = Path(cfg.report.dir) if cfg.report.get("dir") else log_dir.parent / f"{cfg.name}_report"
     model = build_model(cfg, trainer)
     resuming = trainer.ckpt_path is not None
     before = report_dir / "validation_before.json"
