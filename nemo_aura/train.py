@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -64,6 +64,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def train(cfg: DictConfig) -> AuRAModel:
     OmegaConf.resolve(cfg)
+    seed_everything(cfg.get("seed", 0), workers=True)
     trainer = Trainer(**cfg.trainer)
     log_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
     if cfg.report.get("csv_log", True):

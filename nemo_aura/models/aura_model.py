@@ -314,7 +314,7 @@ class AuRAModel(ModelPT):
     def training_step(self, batch: dict, batch_idx: int):
         out = self.compute_losses(batch)
         bs = batch["audio"].shape[0]
-        self.log("loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log("loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=True)  # the global mean under DDP
         self.log_dict({f"train_{k}": v for k, v in out.items() if k != "loss"}, batch_size=bs)
         if self._optimizer is not None:
             self.log("lr", self._optimizer.param_groups[0]["lr"], batch_size=bs)
