@@ -51,6 +51,16 @@ def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
     return model
 
 
+def trainer_kwargs(trainer_cfg: DictConfig) -> dict:
+    """Trainer arguments; a ``strategy`` given as a config with ``_target_`` (e.g. FSDP options) is instantiated."""
+    from hydra.utils import instantiate
+
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = instantiate(kwargs["strategy"])
+    return kwargs
+
+
 def metrics_to_json(metrics: list[dict]) -> dict:
     return {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
 
@@ -65,7 +75,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def train(cfg: DictConfig) -> AuRAModel:
     OmegaConf.resolve(cfg)
     seed_everything(cfg.get("seed", 0), workers=True)
-    trainer = Trainer(**cfg.trainer)
+    trainer = Trainer(**trainer_kwargs(cfg.trainer))
     log_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
     if cfg.report.get("csv_log", True):
         trainer.loggers = [*trainer.loggers, CSVLogger(save_dir=str(log_dir), name="", version="csv")]

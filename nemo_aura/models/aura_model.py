@@ -74,6 +74,9 @@ class AuRAModel(ModelPT):
             self.register_artifact("student.skeleton", str(tar))
         self.tokenizer = student_parts.load_tokenizer(llm_dir, self.cfg.audio_locator_tag)
         llm = student_parts.load_llm(llm_dir, pretrained, scfg.get("dtype", "float32"))
+        if scfg.get("gradient_checkpointing", False):  # large LLMs: recompute activations in backward
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            llm.config.use_cache = False
         self.llm = student_parts.install_lora(llm, self.cfg.get("lora"))
         self.prompts = PromptBuilder(
             tokenizer=self.tokenizer,
