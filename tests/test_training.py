@@ -141,3 +141,21 @@ def test_nemo_teacher_from_a_dotnemo_file(tmp_path):
     assert all(not p.requires_grad for p in teacher.parameters())
     with pytest.raises(FileNotFoundError, match="missing.nemo"):
         NeMoEncoderTeacher(nemo_path=str(tmp_path / "missing.nemo"))
+
+
+def test_whisper_teacher_shorter_windows(tiny_cfg):
+    """A short window is used when the batch fits (close to the full window's states), else the full one (exact)."""
+    cfg = dict(tiny_cfg.teacher.config)
+    full = WhisperTeacher(config=cfg)
+    short = WhisperTeacher(config=cfg, window_seconds=[2])
+    short.load_state_dict(full.state_dict())
+    assert len(short.windows) == 2
+    wave = torch.from_numpy(synth_wave(0, 1.5))[None]
+    lens = torch.tensor([wave.shape[1]])
+    a, b = full(wave, lens, [1, 3]), short(wave, lens, [1, 3])
+    assert a.lengths.tolist() == b.lengths.tolist() == [75]
+    assert torch.nn.functional.cosine_similarity(a.hidden_states[1][0, :75], b.hidden_states[1][0, :75], dim=-1).min() > 0.9
+    long_wave = torch.from_numpy(synth_wave(1, 3.0))[None]
+    long_lens = torch.tensor([long_wave.shape[1]])
+    assert torch.equal(full(long_wave, long_lens, [3]).hidden_states[3], short(long_wave, long_lens, [3]).hidden_states[3])
+    assert short.encoder.embed_positions.num_embeddings == full.max_frames  # restored after the short pass
