@@ -70,7 +70,9 @@ qa_test=$stage1/lhotse/qa_test_cuts.jsonl.gz
 
 stage0() {
   bash tools/setup_env.sh test
-  bash $local/install_voices.sh "$(dirname "$(dirname "$python")")"
+  local voices_args=()
+  [ "$data_preset" = tiny ] && voices_args=(--no-piper)  # the tiny corpus is espeak-only
+  bash $local/install_voices.sh "$(dirname "$(dirname "$python")")" "${voices_args[@]}"
   if [ "$llm" = tiny ]; then
     "$python" $local/make_tiny_models.py --out "$llm_dir" --asr-out "$cascade_asr"
   else

@@ -1,0 +1,55 @@
+"""The recipe end to end on the tiny preset (tiny models, ~40 espeak utterances): stages 0-6, then a rerun."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from nemo_aura.data.tts import espeak_available
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(exp_root: Path, *args: str) -> str:
+    cmd = ["bash", str(ROOT / "recipes/aura/run.sh"), "--preset", "tiny", "--tag", "ci", "--exp-root", str(exp_root), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not espeak_available(), reason="needs espeak-ng or root to install it")
+def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
+    out = run_recipe(tmp_path, "--stage", "0", "--stop-stage", "6")
+    exp = tmp_path / "ci"
+    for n in range(7):
+        assert f"stage {n}:" in out and f"stage {n} done in" in out
+    times = (exp / "stage_times.tsv").read_text().splitlines()
+    assert [line.split("\t")[1] for line in times] == [str(n) for n in range(7)]
+
+    # stage 1-2: corpus and cache
+    assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == 40
+    assert json.loads((exp / "stage2" / "cache_benchmark.json").read_text())["speedup"] > 0
+    # stage 3: distillation moved the per-layer cosine up
+    report = json.loads((exp / "stage3" / "distill_report.json").read_text())
+    assert all(report["cosine_after"][k] > report["cosine_before"][k] for k in report["cosine_after"])
+    assert (exp / "stage3" / "distill_cosine.png").stat().st_size > 0
+    # stage 4: the export is encoder-free and smaller
+    export = json.loads((exp / "stage4" / "export_report.json").read_text())
+    assert export["teacher_or_head_tensors_in_export"] == 0 and not export["fresh_process_answer"]["has_teacher"]
+    assert export["parameters"]["encoder_free"]["teacher"] == 0
+    assert export["bytes"]["encoder_free_nemo"] < export["bytes"]["full_nemo"]
+    # stage 5-6: fine-tuned models scored side by side
+    results = json.loads((exp / "stage6" / "results.json").read_text())
+    assert set(results["systems"]) == {"topline", "cascade", "bridge", "aura", "aura_text"}
+    assert all(results["systems"][s]["scores"]["test"]["items"] == 6 for s in results["systems"])
+    assert all((exp / "stage6" / p).stat().st_size > 0 for p in results["plots"])
+    assert "| target | ratio | bound | met |" in (exp / "stage6" / "results.md").read_text()
+
+    # A rerun finds every output and redoes nothing.
+    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",
+                                              exp / "stage5" / "aura_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
+    again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
+    assert "complete: skipping" in again and again.count("exists: skipping") >= 4
+    assert all(p.stat().st_mtime == t for p, t in stamps.items())
