@@ -23,10 +23,10 @@ from nemo.core.classes import ModelPT
 from nemo.utils import logging
 
 from nemo_aura.data.dataset import AuRADataset
+from nemo_aura.models.inference import AuRAInferenceMixin
 from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
 from nemo_aura.modules.teachers import build_teacher
-from nemo_aura.parts.audio import collate_waveforms, load_audio_item
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
 from nemo_aura.parts import student as student_parts
@@ -36,7 +36,7 @@ register_plugin_namespace()
 IGNORE_INDEX = -100
 
 
-class AuRAModel(ModelPT):
+class AuRAModel(ModelPT, AuRAInferenceMixin):
     """See the module docstring. Built entirely from ``cfg`` (see ``conf/*.yaml``)."""
 
     def __init__(self, cfg: DictConfig, trainer: Trainer | None = None):
@@ -357,88 +357,6 @@ class AuRAModel(ModelPT):
     def list_available_models(cls):
         """No hub models: AuRA models are built by the recipe and restored from local ``.nemo`` files."""
         return None
-
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def generate(
-        self,
-        audio: list | Tensor,
-        audio_lens: Tensor | None = None,
-        prompts: list[str] | str | None = None,
-        task: str = "qa",
-        contexts: list[str | None] | None = None,
-        max_new_tokens: int = 64,
-        **generation_kwargs: Any,
-    ) -> list[str]:
-        """Answer (or transcribe, ``task="asr"``) each audio; returns one string per item.
-
-        ``audio``: a list of paths / numpy arrays / 1-D tensors, or a padded (B, T) tensor with ``audio_lens``.
-        ``prompts``: user messages holding the audio placeholder; default: the ``task`` template
-        (with ``contexts`` for qa). Extra keyword arguments go to Hugging Face ``generate``.
-        """
-        rows = self.generate_ids(audio, audio_lens, prompts, task, contexts, max_new_tokens, **generation_kwargs)
-        return [self.tokenizer.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
-
-    @torch.no_grad()
-    def generate_ids(
-        self, audio, audio_lens=None, prompts=None, task="qa", contexts=None, max_new_tokens=64, **generation_kwargs
-    ) -> list[list[int]]:
-        """Like ``generate`` but returns the new token ids of each item, cut at the first stop token."""
-        audio, audio_lens = self._audio_batch(audio, audio_lens)
-        batch = audio.shape[0]
-        if prompts is None:
-            contexts = contexts if contexts is not None else [None] * batch
-            prompts = [self.prompts.user_message(task, c) for c in contexts]
-        elif isinstance(prompts, str):
-            prompts = [prompts] * batch
-        if len(prompts) != batch:
-            raise ValueError(f"got {batch} audio items but {len(prompts)} prompts")
-        ids = [self.prompts.encode(p)[0] for p in prompts]
-        inputs = self.embed_audio_and_text(
-            audio.to(self.device), audio_lens.to(self.device), right_pad(ids, self.pad_id).to(self.device),
-            torch.tensor([len(i) for i in ids], device=self.device), left_pad=True,
-        )
-        generation_kwargs.setdefault("do_sample", False)
-        out = self.llm.generate(
-            inputs_embeds=inputs["inputs_embeds"],
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            eos_token_id=self.stop_token_ids,
-            pad_token_id=self.pad_id,
-            **generation_kwargs,
-        )
-        return [self._cut_at_stop(row) for row in out]
-
-    @property
-    def stop_token_ids(self) -> list[int]:
-        ids = set()
-        eos = self.llm.generation_config.eos_token_id
-        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_id is not None and self.tokenizer.eos_id >= 0:
-            ids.add(int(self.tokenizer.eos_id))
-        for token in self.cfg.get("stop_tokens", []) or []:
-            ids.add(int(self.tokenizer.token_to_id(token)))
-        return sorted(ids)
-
-    def _cut_at_stop(self, row: Tensor) -> list[int]:
-        tokens = row.tolist()
-        stops = set(self.stop_token_ids)
-        for i, t in enumerate(tokens):
-            if t in stops:
-                return tokens[:i]
-        return tokens
-
-    def _audio_batch(self, audio, audio_lens) -> tuple[Tensor, Tensor]:
-        if isinstance(audio, Tensor) and audio.dim() == 2:
-            if audio_lens is None:
-                audio_lens = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long)
-            if (audio_lens <= 0).any():
-                raise ValueError(f"empty audio in items {(audio_lens <= 0).nonzero().flatten().tolist()}")
-            return audio.float(), audio_lens
-        if isinstance(audio, (str, Path, Tensor)) or hasattr(audio, "shape"):
-            audio = [audio]
-        waves = [load_audio_item(a, self.sample_rate, f"audio[{i}]") for i, a in enumerate(audio)]
-        return collate_waveforms(waves)
 
     # ------------------------------------------------------------------ export
     def export_encoder_free(self, path: str) -> str:

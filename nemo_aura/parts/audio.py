@@ -52,3 +52,12 @@ def collate_waveforms(waves: list[Tensor]) -> tuple[Tensor, Tensor]:
     for i, w in enumerate(waves):
         out[i, : w.numel()] = w
     return out, lens
+
+
+def resample_waveform(wave: Tensor, rate: int, target: int) -> Tensor:
+    """A 1-D waveform from ``rate`` to ``target`` Hz (Lhotse's resampler, as for files)."""
+    from lhotse.augmentation import Resample
+
+    if rate == target:
+        return wave
+    return torch.from_numpy(Resample(source_sampling_rate=rate, target_sampling_rate=target)(wave.numpy()[None])[0]).float()

@@ -12,6 +12,7 @@ DEFAULT_TEMPLATES = {
     "asr": "Repeat exactly what is said in the audio.\n{audio}",
     "qa": "Answer the spoken question in a few words.\n{audio}",
     "qa_context": "Context: {context}\nAnswer the spoken question in a few words, using the context.\n{audio}",
+    "question": "{audio}\n{question}",  # a text question about the audio
 }
 
 
@@ -39,11 +40,13 @@ class PromptBuilder:
     def audio_locator_id(self) -> int:
         return self.tokenizer.token_to_id(self.audio_locator_tag)
 
-    def user_message(self, task: str, context: str | None = None) -> str:
+    def user_message(self, task: str, context: str | None = None, question: str | None = None) -> str:
         name = "qa_context" if task == "qa" and context else task
         if name not in self.templates:
             raise ValueError(f"no prompt template for task {task!r}; known: {sorted(self.templates)}")
-        return self.templates[name].format(audio=self.audio_locator_tag, context=context or "")
+        if "{question}" in self.templates[name] and not question:
+            raise ValueError(f"prompt template {name!r} needs a text question")
+        return self.templates[name].format(audio=self.audio_locator_tag, context=context or "", question=question or "")
 
     def encode(self, message: str, answer: str | None = None) -> tuple[Tensor, Tensor]:
         """Token ids and loss mask (True on answer tokens). Without ``answer``: a generation prompt."""
