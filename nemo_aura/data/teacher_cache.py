@@ -71,12 +71,13 @@ def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8)
     final, partial = out_dir / "targets", out_dir / "targets.partial"
     layers = list(model.distillation.teacher_layers)
     cut_list = sorted(cuts, key=lambda c: c.id)
+    by_length = sorted(cut_list, key=lambda c: (c.duration, c.id))  # similar lengths share a (short) teacher window
     writer = NumpyFilesWriter(partial)
     done = {}
     start, computed = time.time(), 0
     model.eval()
-    for i in tqdm(range(0, len(cut_list), batch_size), desc="teacher targets", unit="batch"):
-        chunk = cut_list[i : i + batch_size]
+    for i in tqdm(range(0, len(by_length), batch_size), desc="teacher targets", unit="batch"):
+        chunk = by_length[i : i + batch_size]
         todo = [c for c in chunk if _readable(partial, c.id) is None]
         for c in chunk:
             if c not in todo:
