@@ -373,6 +373,55 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             self.save_to(path)
         return path
 
+    def merge_lora(self) -> "AuRAModel":
+        """Fold LoRA into the base LLM weights (peft ``merge_and_unload``): same outputs, no adapter layers.
+
+        The config records it (``lora: null``, ``merged_lora: <old lora config>``) so a saved merged model
+        restores without installing LoRA again.
+        """
+        from peft import PeftModel
+
+        if not isinstance(self.llm, PeftModel):
+            raise ValueError("this model has no LoRA adapters to merge (already merged, or trained without LoRA)")
+        self.llm = self.llm.merge_and_unload()
+        with open_dict(self._cfg):
+            self._cfg.merged_lora = self._cfg.lora
+            self._cfg.lora = None
+        return self
+
+    def save_hf(self, out_dir: str) -> Path:
+        """The (merged) LLM as a plain HF directory + ``patch_embedding.pt`` and its config, for other runtimes."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        llm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        llm.save_pretrained(out)
+        self.tokenizer.tokenizer.save_pretrained(out)
+        torch.save(self.patch_embedding.state_dict(), out / "patch_embedding.pt")
+        OmegaConf.save(self.cfg, out / "aura_config.yaml")
+        return out
+
+    @classmethod
+    def load_checkpoint(cls, path: str, map_location: str = "cpu") -> "AuRAModel":
+        """A model from a Lightning/exp_manager ``.ckpt``: the config from its hyper-parameters, all weights
+        (frozen LLM included) from its state dict. Needs the LLM directory named in the config for the
+        architecture and tokenizer (a ``.nemo`` carries them itself)."""
+        from nemo.core.classes.common import _get_allowed_target_class
+
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
+            raise ValueError(f"{path}: not an AuRA training checkpoint (no hyper_parameters.cfg)")
+        cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+        with open_dict(cfg):
+            cfg.pop("train_ds", None)
+            cfg.pop("validation_ds", None)
+            cfg.student.pretrained_weights = False  # the checkpoint holds them
+            if cfg.student.get("skeleton") and not Path(str(cfg.student.skeleton)).is_file():
+                cfg.student.pop("skeleton")
+        model_cls = _get_allowed_target_class(cfg.target) if cfg.get("target") else cls
+        model = model_cls(cfg)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+        return model
+
     @contextmanager
     def _swapped(self, cfg: DictConfig, **modules):
         saved_cfg, saved = self._cfg, {k: getattr(self, k) for k in modules}

@@ -1,0 +1,136 @@
+"""Command-line inference over a NeMo JSON manifest, like NeMo's ``transcribe_speech.py``.
+
+    python -m nemo_aura.infer model_path=aura.nemo manifest=in.json output=out.json [batch_size=4] [task=qa|asr]
+
+Each input line (``audio_filepath``; for QA optionally ``context``, or ``question`` for a text question
+about the audio with ``task=question``) is written back with ``pred_answer`` (qa/question) or
+``pred_text`` (asr). An item that fails (missing/corrupt/empty/too long audio, a bad line) gets an
+``error`` field instead; the others go on. Exit status 0 if any item succeeded, 1 if all failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from tqdm import tqdm
+
+TASKS = ("qa", "asr", "question")
+
+
+@dataclass
+class InferConfig:
+    model_path: str = MISSING  # a .nemo (full or encoder-free) or a Lightning/exp_manager .ckpt
+    manifest: str = MISSING  # NeMo JSON manifest in
+    output: str = MISSING  # the same lines with predictions out
+    batch_size: int = 4
+    task: str = "qa"
+    max_new_tokens: int = 64
+    pred_field: str | None = None  # default: pred_text (asr) / pred_answer (qa, question)
+
+
+def load_model(path: str):
+    """A trained AuRA/bridge model from a ``.nemo`` or a training ``.ckpt``, in eval mode."""
+    from nemo_aura.models.aura_model import AuRAModel
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model_path: '{path}' does not exist")
+    model = AuRAModel.load_checkpoint(str(p)) if p.suffix == ".ckpt" else AuRAModel.restore_from(str(p), map_location="cpu")
+    return model.eval()
+
+
+def read_manifest(path: Path, task: str) -> list[dict]:
+    """Manifest lines; a line that is not JSON or lacks a field becomes an item with an ``error``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest: '{path}' does not exist")
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            items.append({"_line": n, "raw": line, "error": f"{path}:{n}: not valid JSON ({e.msg})"})
+            continue
+        needed = ["audio_filepath"] + (["question"] if task == "question" else [])
+        missing = [k for k in needed if k not in entry]
+        if missing:
+            entry["error"] = f"{path}:{n}: missing field(s) {missing}"
+        elif not Path(entry["audio_filepath"]).is_absolute():
+            entry["audio_filepath"] = str(path.parent / entry["audio_filepath"])
+        entry["_line"] = n
+        items.append(entry)
+    return items
+
+
+def predict(model, items: list[dict], cfg: InferConfig) -> None:
+    """Fill each item's prediction or error; a failing batch is retried item by item to isolate the bad one."""
+    field = cfg.pred_field or ("pred_text" if cfg.task == "asr" else "pred_answer")
+    todo = [it for it in items if "error" not in it]
+    bar = tqdm(total=len(items), desc="inference", unit="item")
+    bar.update(len(items) - len(todo))
+    for i in range(0, len(todo), cfg.batch_size):
+        batch = todo[i : i + cfg.batch_size]
+        try:
+            for it, text in zip(batch, _run(model, batch, cfg)):
+                it[field] = text
+        except Exception:
+            for it in batch:
+                try:
+                    it[field] = _run(model, [it], cfg)[0]
+                except Exception as e:  # reported per item; the run goes on
+                    it["error"] = f"line {it['_line']} ({it.get('audio_filepath')}): {e}"
+        bar.update(len(batch))
+    bar.close()
+
+
+def _run(model, batch: list[dict], cfg: InferConfig) -> list[str]:
+    audio = [it["audio_filepath"] for it in batch]
+    if cfg.task == "question":
+        return model.generate(audio, questions=[it["question"] for it in batch], max_new_tokens=cfg.max_new_tokens)
+    contexts = [it.get("context") for it in batch] if cfg.task == "qa" else None
+    return model.generate(audio, task=cfg.task, contexts=contexts, max_new_tokens=cfg.max_new_tokens)
+
+
+def write_output(items: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for it in items:
+            row = {k: v for k, v in it.items() if k != "_line"}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def run(cfg: InferConfig) -> dict:
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    start = time.time()
+    items = read_manifest(Path(cfg.manifest), cfg.task)
+    model = load_model(cfg.model_path)
+    predict(model, items, cfg)
+    write_output(items, Path(cfg.output))
+    failed = [it for it in items if "error" in it]
+    summary = {"items": len(items), "failed": len(failed), "seconds": round(time.time() - start, 1),
+               "failures": [it["error"] for it in failed], "output": cfg.output}
+    print(f"[infer] {len(items)} items, {len(items) - len(failed)} ok, {len(failed)} failed, "
+          f"{summary['seconds']} s -> {cfg.output}")
+    for message in summary["failures"]:
+        print(f"[infer] failed: {message}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = OmegaConf.from_cli(argv if argv is not None else sys.argv[1:])
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(InferConfig), cli))
+    summary = run(cfg)
+    return 0 if summary["items"] > summary["failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Using a trained model: generate, NeMo transcribe, .ckpt loading, the command line, LoRA merge, bad input."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
+
+from nemo_aura import AuRAModel
+from nemo_aura.infer import main as infer_main
+from nemo_aura.merge_lora import merge_file
+from nemo_aura.testing import synth_wave, write_tiny_cuts
+
+
+@pytest.fixture
+def model(tiny_cfg):
+    torch.manual_seed(0)
+    return AuRAModel(tiny_cfg).eval()
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    paths = []
+    for i, secs in enumerate((1.0, 1.5, 0.7)):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, synth_wave(i, secs), 16000)
+        paths.append(str(path))
+    return paths
+
+
+def test_generate_inputs_batching_questions_and_sampling(model, wavs):
+    from_paths = model.generate(wavs, task="asr", max_new_tokens=4)
+    arrays = [sf.read(p, dtype="float32")[0] for p in wavs]
+    assert model.generate(arrays, task="asr", max_new_tokens=4) == from_paths
+    assert model.generate([torch.from_numpy(a) for a in arrays], task="asr", max_new_tokens=4) == from_paths
+    assert model.generate(wavs, task="asr", max_new_tokens=4, batch_size=1) == from_paths
+    answers = model.generate(wavs, questions=["what is said?"] * 3, max_new_tokens=4)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    a = model.generate(wavs[:1], max_new_tokens=6, do_sample=True, temperature=1.5, seed=3)
+    assert a == model.generate(wavs[:1], max_new_tokens=6, do_sample=True, temperature=1.5, seed=3)
+
+
+def test_arrays_at_another_rate_are_resampled(model, tmp_path):
+    wave16 = synth_wave(0, 1.0)
+    wave8 = wave16[::2].copy()  # the same signal sampled at 8 kHz
+    ids8 = model.generate_ids([wave8], sample_rate=8000, max_new_tokens=3)
+    waves = model._waveforms([wave8], None, 8000)
+    assert waves[0].numel() == 16000
+    sf.write(tmp_path / "8k.wav", wave8, 8000)
+    assert model._waveforms([str(tmp_path / "8k.wav")], None, None)[0].numel() == 16000
+    assert len(ids8) == 1
+
+
+def test_nemo_transcribe_signature_and_return_type(model, wavs, tmp_path):
+    hyps = model.transcribe(wavs, batch_size=2, verbose=False)
+    assert len(hyps) == 3 and all(isinstance(h, Hypothesis) for h in hyps)
+    expected = model.generate(wavs, task="asr", max_new_tokens=128)
+    assert [h.text for h in hyps] == expected
+    manifest = tmp_path / "m.json"
+    manifest.write_text("".join(json.dumps({"audio_filepath": p, "duration": 1.0}) + "\n" for p in wavs))
+    assert [h.text for h in model.transcribe(str(manifest), batch_size=3, verbose=False)] == expected
+    arrays = [sf.read(p, dtype="float32")[0] for p in wavs]
+    assert len(model.transcribe(arrays, batch_size=2, verbose=False)) == 3
+    assert model.training is False
+
+
+def test_bad_audio_gives_clear_errors(model, tmp_path, wavs):
+    with pytest.raises(FileNotFoundError, match="nowhere.wav"):
+        model.generate([str(tmp_path / "nowhere.wav")])
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    with pytest.raises(ValueError, match="cannot read audio file .*corrupt.wav"):
+        model.generate([str(tmp_path / "corrupt.wav")])
+    with pytest.raises(ValueError, match="empty audio|holds no samples"):
+        model.generate([np.zeros(0, dtype=np.float32)])
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([synth_wave(0, 1.0), synth_wave(1, 1.0)], axis=1), 16000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.generate([str(stereo)], max_new_tokens=2)
+    assert any("downmixing to mono" in str(w.message) for w in caught)
+    from omegaconf import open_dict
+
+    with open_dict(model.cfg):
+        model.cfg.max_audio_seconds = 1.0
+    with pytest.raises(ValueError, match=r"longer than max_audio_seconds=1"):
+        model.generate([wavs[1]], task="qa", max_new_tokens=2)
+    model.cfg.long_audio = "chunk"
+    assert len(model.generate([wavs[1]], task="asr", max_new_tokens=2)) == 1  # 1.5 s -> two chunks
+
+
+def test_load_from_an_exp_manager_style_checkpoint(tiny_cfg, tmp_path, wavs):
+    torch.manual_seed(0)
+    cfg = tiny_cfg.copy()
+    cuts = write_tiny_cuts(tmp_path / "data", n=4)
+    cfg.train_ds = {"cuts_path": str(cuts), "batch_size": 2, "shuffle": False, "num_workers": 0}
+    model = AuRAModel(cfg)
+    trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                      callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)], limit_val_batches=0)
+    trainer.fit(model)
+    loaded = AuRAModel.load_checkpoint(str(tmp_path / "ckpt" / "last.ckpt")).eval()
+    model.eval()
+    assert loaded.generate_ids(wavs, task="asr", max_new_tokens=5) == model.generate_ids(wavs, task="asr", max_new_tokens=5)
+    with pytest.raises(ValueError, match="not an AuRA training checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        AuRAModel.load_checkpoint(str(tmp_path / "other.ckpt"))
+
+
+def test_command_line_goes_on_after_bad_items(model, wavs, tmp_path, capsys):
+    nemo_path = tmp_path / "free.nemo"
+    model.export_encoder_free(str(nemo_path))
+    manifest = tmp_path / "in.json"
+    lines = [json.dumps({"audio_filepath": wavs[0], "context": "one two"}), "{not json",
+             json.dumps({"duration": 1.0}), json.dumps({"audio_filepath": str(tmp_path / "missing.wav")}),
+             json.dumps({"audio_filepath": wavs[1]})]
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.json"
+    code = infer_main([f"model_path={nemo_path}", f"manifest={manifest}", f"output={out}", "batch_size=2",
+                       "task=qa", "max_new_tokens=3"])
+    assert code == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 5 and "pred_answer" in rows[0] and "pred_answer" in rows[4]
+    assert "not valid JSON" in rows[1]["error"] and "in.json:2" in rows[1]["error"]
+    assert "missing field(s) ['audio_filepath']" in rows[2]["error"]
+    assert "missing.wav" in rows[3]["error"]
+    printed = capsys.readouterr().out
+    assert "5 items, 2 ok, 3 failed" in printed and "failed: line 4" in printed
+    bad_only = tmp_path / "bad.json"
+    bad_only.write_text(json.dumps({"audio_filepath": "nope.wav"}) + "\n")
+    assert infer_main([f"model_path={nemo_path}", f"manifest={bad_only}", f"output={tmp_path / 'o2.json'}"]) == 1
+
+
+def test_merge_lora_keeps_outputs_and_drops_adapters(model, wavs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    src = tmp_path / "free.nemo"
+    model.export_encoder_free(str(src))
+    before = AuRAModel.restore_from(str(src), map_location="cpu").eval()
+    with torch.no_grad():
+        inputs = before.embed_audio_and_text(*_prompt_batch(before, wavs))
+        ref = before.llm(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"]).logits
+    merged_path = merge_file(str(src), str(tmp_path / "merged.nemo"), hf_dir=str(tmp_path / "hf"))
+    merged = AuRAModel.restore_from(str(merged_path), map_location="cpu").eval()
+    assert not any("lora_" in n for n, _ in merged.named_parameters()) and merged.cfg.lora is None
+    with torch.no_grad():
+        inputs = merged.embed_audio_and_text(*_prompt_batch(merged, wavs))
+        out = merged.llm(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"]).logits
+    assert torch.allclose(out, ref, atol=1e-4)
+    assert merged.generate_ids(wavs, max_new_tokens=4) == before.generate_ids(wavs, max_new_tokens=4)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert (tmp_path / "hf" / "patch_embedding.pt").is_file() and hf.config.num_hidden_layers == 4
+    with pytest.raises(ValueError, match="no LoRA adapters to merge"):
+        merged.merge_lora()
+
+
+def _prompt_batch(model, wavs):
+    audio, lens = model._waveforms(wavs, None, None), None
+    from nemo_aura.parts.audio import collate_waveforms
+    from nemo_aura.parts.prompting import right_pad
+
+    audio, lens = collate_waveforms(audio)
+    ids = [model.prompts.encode(model.prompts.user_message("qa"))[0] for _ in wavs]
+    return audio, lens, right_pad(ids, model.pad_id), torch.tensor([len(i) for i in ids])
