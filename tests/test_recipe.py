@@ -1,7 +1,9 @@
 """The recipe end to end on the tiny preset (tiny models, ~40 espeak utterances): stages 0-6, then a rerun."""
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +23,24 @@ def run_recipe(exp_root: Path, *args: str) -> str:
 
 @pytest.mark.skipif(os.geteuid() != 0 and not espeak_available(), reason="needs espeak-ng or root to install it")
 def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
+    # First a run killed (SIGKILL, whole process group) in the middle of distillation ...
+    cmd = ["bash", str(ROOT / "recipes/aura/run.sh"), "--preset", "tiny", "--tag", "ci", "--exp-root", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 900
+    for line in proc.stdout:
+        if "stage 3: layer-wise distillation" in line or time.time() > deadline:
+            break
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "ci" / "stage3" / "aura_distilled.nemo").exists()
+    # ... then the same command again: it finds what is done, redoes what is not, and finishes.
     out = run_recipe(tmp_path, "--stage", "0", "--stop-stage", "6")
     exp = tmp_path / "ci"
     for n in range(7):
         assert f"stage {n}:" in out and f"stage {n} done in" in out
     times = (exp / "stage_times.tsv").read_text().splitlines()
-    assert [line.split("\t")[1] for line in times] == [str(n) for n in range(7)]
+    assert [line.split("\t")[1] for line in times][-7:] == [str(n) for n in range(7)]
 
     # stage 1-2: corpus and cache
     assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == 40
