@@ -1,6 +1,7 @@
 """Using a trained model: generate, NeMo transcribe, .ckpt loading, the command line, LoRA merge, bad input."""
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,16 +58,25 @@ def test_arrays_at_another_rate_are_resampled(model, tmp_path):
 
 
 def test_nemo_transcribe_signature_and_return_type(model, wavs, tmp_path):
-    hyps = model.transcribe(wavs, batch_size=2, verbose=False)
-    assert len(hyps) == 3 and all(isinstance(h, Hypothesis) for h in hyps)
-    expected = model.generate(wavs, task="asr", max_new_tokens=128)
-    assert [h.text for h in hyps] == expected
-    manifest = tmp_path / "m.json"
-    manifest.write_text("".join(json.dumps({"audio_filepath": p, "duration": 1.0}) + "\n" for p in wavs))
-    assert [h.text for h in model.transcribe(str(manifest), batch_size=3, verbose=False)] == expected
-    arrays = [sf.read(p, dtype="float32")[0] for p in wavs]
-    assert len(model.transcribe(arrays, batch_size=2, verbose=False)) == 3
+    from nemo_aura.models.inference import AuRATranscribeConfig
+
+    hyps = model.transcribe(wavs, batch_size=2, verbose=False, max_new_tokens=4)
+    assert len(hyps) == 3 and all(isinstance(h, Hypothesis) for h in hyps)  # as NeMo 3.0 ASR models
+    expected_ids = model.generate_ids(wavs, task="asr", max_new_tokens=4)
+    assert [h.y_sequence.tolist() for h in hyps] == expected_ids
+    assert [h.text for h in hyps] == model.generate(wavs, task="asr", max_new_tokens=4)
+    manifest = tmp_path / "m.json"  # relative paths are resolved against the manifest, as NeMo does
+    manifest.write_text("".join(json.dumps({"audio_filepath": p.split("/")[-1], "duration": 1.0}) + "\n" for p in wavs))
+    assert [h.y_sequence.tolist() for h in model.transcribe(str(manifest), batch_size=3, verbose=False,
+                                                             max_new_tokens=4)] == expected_ids
+    arrays = [sf.read(p, dtype="float32")[0] for p in wavs]  # no 1 s padding of in-memory audio
+    assert [h.y_sequence.tolist() for h in model.transcribe(arrays, verbose=False, max_new_tokens=4)] == expected_ids
+    scored = model.transcribe(wavs, override_config=AuRATranscribeConfig(batch_size=3, max_new_tokens=4,
+                                                                         return_hypotheses=True, verbose=False))
+    assert [h.y_sequence.tolist() for h in scored] == expected_ids and all(h.score < 0 for h in scored)
     assert model.training is False
+    with pytest.raises(ValueError, match="timestamps"):
+        model.transcribe(wavs, timestamps=True)
 
 
 def test_bad_audio_gives_clear_errors(model, tmp_path, wavs):
@@ -102,9 +112,15 @@ def test_load_from_an_exp_manager_style_checkpoint(tiny_cfg, tmp_path, wavs):
     trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
                       callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)], limit_val_batches=0)
     trainer.fit(model)
-    loaded = AuRAModel.load_checkpoint(str(tmp_path / "ckpt" / "last.ckpt")).eval()
     model.eval()
-    assert loaded.generate_ids(wavs, task="asr", max_new_tokens=5) == model.generate_ids(wavs, task="asr", max_new_tokens=5)
+    expected = model.generate_ids(wavs, task="asr", max_new_tokens=5)
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    assert AuRAModel.load_checkpoint(str(ckpt)).eval().generate_ids(wavs, task="asr", max_new_tokens=5) == expected
+    # Lightning's own loader: the config travels in the ckpt hyper-parameters; the LLM skeleton that the
+    # training process kept in a temporary folder may be gone (the LLM directory is then read again).
+    Path(torch.load(ckpt, weights_only=False)["hyper_parameters"]["cfg"]["student"]["skeleton"]).unlink()
+    loaded = AuRAModel.load_from_checkpoint(str(ckpt), map_location="cpu").eval()
+    assert loaded.generate_ids(wavs, task="asr", max_new_tokens=5) == expected
     with pytest.raises(ValueError, match="not an AuRA training checkpoint"):
         torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
         AuRAModel.load_checkpoint(str(tmp_path / "other.ckpt"))
@@ -114,21 +130,28 @@ def test_command_line_goes_on_after_bad_items(model, wavs, tmp_path, capsys):
     nemo_path = tmp_path / "free.nemo"
     model.export_encoder_free(str(nemo_path))
     manifest = tmp_path / "in.json"
-    lines = [json.dumps({"audio_filepath": wavs[0], "context": "one two"}), "{not json",
+    lines = [json.dumps({"audio_filepath": wavs[0], "context": "one two", "id": 7}), "{not json",
              json.dumps({"duration": 1.0}), json.dumps({"audio_filepath": str(tmp_path / "missing.wav")}),
-             json.dumps({"audio_filepath": wavs[1]})]
+             json.dumps({"audio_filepath": "u1.wav", "question": "what is said?"})]  # relative to the manifest
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.json"
     code = infer_main([f"model_path={nemo_path}", f"manifest={manifest}", f"output={out}", "batch_size=2",
                        "task=qa", "max_new_tokens=3"])
-    assert code == 0
+    assert code == 0  # some items succeeded
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == 5 and "pred_answer" in rows[0] and "pred_answer" in rows[4]
+    assert len(rows) == 5 and "pred_answer" in rows[0] and rows[0]["id"] == 7 and "pred_answer" in rows[4]
+    assert rows[0]["pred_answer"] == model.generate(wavs[:1], contexts=["one two"], max_new_tokens=3)[0]
+    assert rows[4]["pred_answer"] == model.generate(wavs[1:2], questions=["what is said?"], max_new_tokens=3)[0]
     assert "not valid JSON" in rows[1]["error"] and "in.json:2" in rows[1]["error"]
-    assert "missing field(s) ['audio_filepath']" in rows[2]["error"]
-    assert "missing.wav" in rows[3]["error"]
+    assert "in.json:3: missing field(s) ['audio_filepath']" in rows[2]["error"]
+    assert "in.json:4" in rows[3]["error"] and "missing.wav" in rows[3]["error"]
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
     printed = capsys.readouterr().out
-    assert "5 items, 2 ok, 3 failed" in printed and "failed: line 4" in printed
+    assert "5 items, 2 ok, 3 failed" in printed and "in.json:4" in printed
+    asr_out = tmp_path / "asr.json"
+    assert infer_main([f"model_path={nemo_path}", f"manifest={manifest}", f"output={asr_out}", "task=asr",
+                       "max_new_tokens=2", "generation.do_sample=true", "generation.seed=1"]) == 0
+    assert "pred_text" in json.loads(asr_out.read_text().splitlines()[0])
     bad_only = tmp_path / "bad.json"
     bad_only.write_text(json.dumps({"audio_filepath": "nope.wav"}) + "\n")
     assert infer_main([f"model_path={nemo_path}", f"manifest={bad_only}", f"output={tmp_path / 'o2.json'}"]) == 1
@@ -155,6 +178,15 @@ def test_merge_lora_keeps_outputs_and_drops_adapters(model, wavs, tmp_path):
     assert (tmp_path / "hf" / "patch_embedding.pt").is_file() and hf.config.num_hidden_layers == 4
     with pytest.raises(ValueError, match="no LoRA adapters to merge"):
         merged.merge_lora()
+
+
+def test_merge_lora_of_a_full_model_keeps_its_distillation_layers(model, wavs, tmp_path):
+    """A merged model that still has its teacher restores: its layer map no longer follows `lora`."""
+    model.save_to(str(tmp_path / "full.nemo"))
+    merged = AuRAModel.restore_from(str(merge_file(str(tmp_path / "full.nemo"), str(tmp_path / "m.nemo")))).eval()
+    assert merged.cfg.lora is None and merged.cfg.merged_lora.num_layers == 2
+    assert merged.distillation.student_layers == model.distillation.student_layers
+    assert merged.generate_ids(wavs[:1], max_new_tokens=3) == model.generate_ids(wavs[:1], max_new_tokens=3)
 
 
 def _prompt_batch(model, wavs):

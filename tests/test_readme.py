@@ -23,6 +23,7 @@ def readme_blocks(heading: str) -> list[tuple[str, str]]:
 
 def test_use_a_trained_model_examples_run_as_written(tiny_cfg, tmp_path):
     torch.manual_seed(0)
+    tiny_cfg.generation = {"max_new_tokens": 4}  # a random LLM never stops by itself: keep the run short
     AuRAModel(tiny_cfg).export_encoder_free(str(tmp_path / "aura.nemo"))
     sf.write(tmp_path / "question.wav", synth_wave(0, 1.2), 16000)
     (tmp_path / "in.json").write_text(json.dumps({"audio_filepath": "question.wav", "context": "one two"}) + "\n")

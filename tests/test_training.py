@@ -109,7 +109,7 @@ def test_whisper_teacher_from_a_local_directory(tmp_path):
     torch.manual_seed(0)
     hf = WhisperForConditionalGeneration(cfg).eval()
     hf.save_pretrained(tmp_path / "whisper")
-    WhisperFeatureExtractor(feature_size=80, chunk_length=6).save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor(feature_size=80, chunk_length=10).save_pretrained(tmp_path / "whisper")
     teacher = WhisperTeacher(pretrained_path=str(tmp_path / "whisper"))
     wave = torch.from_numpy(synth_wave(0, 2.0))
     out = teacher(wave[None], torch.tensor([len(wave)]), layers=[1, 3])
