@@ -65,7 +65,10 @@ class AuRADataset(torch.utils.data.Dataset):
             ids.append(seq)
             masks.append(mask)
             tasks.append(task)
+        words = [torch.as_tensor(self.prompts.tokenizer.text_to_ids(cut_transcript(c) or " "), dtype=torch.long) for c in cuts]
         return {
+            "transcript_ids": right_pad(words, self.pad_id),
+            "transcript_lens": torch.tensor([len(w) for w in words]),
             "input_ids": right_pad(ids, self.pad_id),
             "input_lens": torch.tensor([len(s) for s in ids]),
             "loss_mask": right_pad(masks, False),

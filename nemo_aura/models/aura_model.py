@@ -122,8 +122,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
     def _check_losses(self) -> None:
         if self.distill_weight > 0 and self.distillation is None:
             raise ValueError("loss.distill_weight > 0 needs a teacher and a distillation config")
-        if self.distill_weight <= 0 and self.lm_weight <= 0:
-            raise ValueError("both loss.distill_weight and loss.lm_weight are 0: nothing to train")
+        if self.distill_weight <= 0 and self.lm_weight <= 0 and self.text_teacher_weight <= 0:
+            raise ValueError("loss.distill_weight, lm_weight and text_teacher_weight are all 0: nothing to train")
 
     def _log_parameter_counts(self) -> None:
         counts = self.parameter_counts()
@@ -140,7 +140,18 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
 
     @property
     def lm_weight(self) -> float:
-        return float(self.cfg.get("loss", {}).get("lm_weight", 0.0))
+        """The transcript/answer next-token weight; ``loss.lm_warmup_steps`` ramps it up from step 0 (joint training)."""
+        loss_cfg = self.cfg.get("loss", {})
+        weight = float(loss_cfg.get("lm_weight", 0.0))
+        warmup = int(loss_cfg.get("lm_warmup_steps", 0) or 0)
+        if weight > 0 and warmup > 0 and self._trainer is not None and self.training:
+            weight *= min(1.0, (self.trainer.global_step + 1) / warmup)
+        return weight
+
+    @property
+    def text_teacher_weight(self) -> float:
+        """Weight of the textual-teacher KL: the same LLM without adapters reading the transcript is the teacher."""
+        return float(self.cfg.get("loss", {}).get("text_teacher_weight", 0.0))
 
     @property
     def num_llm_layers(self) -> int:
@@ -291,9 +302,11 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"], batch["loss_mask"],
             audio_tokens=self.audio_tokens(batch),
         )
-        use_distill, use_lm = self.distill_weight > 0, self.lm_weight > 0
+        use_distill, use_lm, use_kd = self.distill_weight > 0, self.lm_weight > 0, self.text_teacher_weight > 0
         capture = self.distillation.student_layers if use_distill else []
-        states, logits = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm)
+        states, logits = self.run_llm(
+            inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd
+        )
         out: dict[str, Tensor] = {}
         total = inputs["inputs_embeds"].new_zeros(())
         if use_distill:
@@ -310,8 +323,39 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             )
             out["lm_loss"] = lm
             total = total + self.lm_weight * lm
+        if use_kd:
+            kd = self.text_teacher_loss(batch, logits, inputs["labels"])
+            out["text_teacher_kl"] = kd
+            total = total + self.text_teacher_weight * kd
         out["loss"] = total
         return out
+
+    def text_teacher_loss(self, batch: dict, logits: Tensor, labels: Tensor) -> Tensor:
+        """KL(teacher || student) over the answer tokens. Teacher: the frozen LLM, adapters off, reading the
+        prompt with the transcript text where the audio was (source-wise distillation, as SALAD)."""
+        if "transcript_ids" not in batch:
+            raise ValueError("loss.text_teacher_weight > 0 needs transcripts in the batch (cuts with supervision text)")
+        text_ids, text_labels = self._text_version(batch)
+        with torch.no_grad(), self.llm.disable_adapter():
+            t_logits = self.llm(input_ids=text_ids, attention_mask=(text_ids != self.pad_id).long()).logits
+        s_sel = logits[:, :-1][labels[:, 1:] != IGNORE_INDEX].float()
+        t_sel = t_logits[:, :-1][text_labels[:, 1:] != IGNORE_INDEX].float()
+        if s_sel.shape != t_sel.shape:
+            raise RuntimeError(f"answer tokens differ between the audio and text runs: {s_sel.shape} vs {t_sel.shape}")
+        return F.kl_div(F.log_softmax(s_sel, -1), F.log_softmax(t_sel, -1), log_target=True, reduction="batchmean")
+
+    def _text_version(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """Prompt ids with the audio placeholder replaced by the transcript tokens, and matching labels."""
+        seqs, labs = [], []
+        for b in range(batch["input_ids"].shape[0]):
+            ids = batch["input_ids"][b, : batch["input_lens"][b]]
+            mask = batch["loss_mask"][b, : batch["input_lens"][b]]
+            p = int((ids == self.audio_locator_id).nonzero()[0])
+            words = batch["transcript_ids"][b, : batch["transcript_lens"][b]].to(ids.device)
+            seqs.append(torch.cat([ids[:p], words, ids[p + 1 :]]))
+            lab = ids.masked_fill(~mask, IGNORE_INDEX)
+            labs.append(torch.cat([lab[:p], lab.new_full((len(words),), IGNORE_INDEX), lab[p + 1 :]]))
+        return right_pad(seqs, self.pad_id), right_pad(labs, IGNORE_INDEX)
 
     # ------------------------------------------------------------------ Lightning
     def training_step(self, batch: dict, batch_idx: int):
@@ -385,6 +429,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             raise ValueError("this model has no LoRA adapters to merge (already merged, or trained without LoRA)")
         self.llm = self.llm.merge_and_unload()
         with open_dict(self._cfg):
+            if self._cfg.get("distillation") and self._cfg.distillation.get("num_student_layers") is None:
+                # the default layer map follows the LoRA depth K, which `lora: null` would make 0: pin it
+                self._cfg.distillation.num_student_layers = student_parts.lora_depth(self._cfg.lora, self.num_llm_layers)
             self._cfg.merged_lora = self._cfg.lora
             self._cfg.lora = None
         return self
