@@ -1,11 +1,15 @@
 """Command-line inference over a NeMo JSON manifest, like NeMo's ``transcribe_speech.py``.
 
     python -m nemo_aura.infer model_path=aura.nemo manifest=in.json output=out.json [batch_size=4] [task=qa|asr]
+        [max_new_tokens=64] [generation.do_sample=true generation.temperature=0.7 generation.seed=0]
 
-Each input line (``audio_filepath``; for QA optionally ``context``, or ``question`` for a text question
-about the audio with ``task=question``) is written back with ``pred_answer`` (qa/question) or
-``pred_text`` (asr). An item that fails (missing/corrupt/empty/too long audio, a bad line) gets an
-``error`` field instead; the others go on. Exit status 0 if any item succeeded, 1 if all failed.
+``model_path``: a ``.nemo`` (full or encoder-free) or a Lightning/exp_manager ``.ckpt``. Each input line
+(``audio_filepath``, relative paths resolved against the manifest's folder; for ``task=qa`` optionally a
+``context`` for a spoken question, or a text ``question`` about the audio) is written back unchanged
+plus ``pred_answer`` (qa) or ``pred_text`` (asr). An item that fails (missing/corrupt/empty/too long
+audio, invalid JSON, a missing field) gets an ``error`` field naming the manifest line instead; the
+others go on. The output is written to a temporary file and renamed. Exit status: 0 if at least one item
+succeeded (failures are listed in the summary and the output), 1 if every item failed.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
@@ -29,8 +33,9 @@ class InferConfig:
     output: str = MISSING  # the same lines with predictions out
     batch_size: int = 4
     task: str = "qa"
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # default: the model config's generation.max_new_tokens, else 64
     pred_field: str | None = None  # default: pred_text (asr) / pred_answer (qa, question)
+    generation: dict = field(default_factory=dict)  # more Hugging Face generate options (do_sample, seed, ...)
 
 
 def load_model(path: str):
@@ -70,7 +75,7 @@ def read_manifest(path: Path, task: str) -> list[dict]:
 
 def predict(model, items: list[dict], cfg: InferConfig) -> None:
     """Fill each item's prediction or error; a failing batch is retried item by item to isolate the bad one."""
-    field = cfg.pred_field or ("pred_text" if cfg.task == "asr" else "pred_answer")
+    pred = cfg.pred_field or ("pred_text" if cfg.task == "asr" else "pred_answer")
     todo = [it for it in items if "error" not in it]
     bar = tqdm(total=len(items), desc="inference", unit="item")
     bar.update(len(items) - len(todo))
@@ -78,23 +83,29 @@ def predict(model, items: list[dict], cfg: InferConfig) -> None:
         batch = todo[i : i + cfg.batch_size]
         try:
             for it, text in zip(batch, _run(model, batch, cfg)):
-                it[field] = text
+                it[pred] = text
         except Exception:
             for it in batch:
                 try:
-                    it[field] = _run(model, [it], cfg)[0]
+                    it[pred] = _run(model, [it], cfg)[0]
                 except Exception as e:  # reported per item; the run goes on
-                    it["error"] = f"line {it['_line']} ({it.get('audio_filepath')}): {e}"
+                    it["error"] = f"{cfg.manifest}:{it['_line']} ({it.get('audio_filepath')}): {e}"
         bar.update(len(batch))
     bar.close()
 
 
 def _run(model, batch: list[dict], cfg: InferConfig) -> list[str]:
-    audio = [it["audio_filepath"] for it in batch]
-    if cfg.task == "question":
-        return model.generate(audio, questions=[it["question"] for it in batch], max_new_tokens=cfg.max_new_tokens)
-    contexts = [it.get("context") for it in batch] if cfg.task == "qa" else None
-    return model.generate(audio, task=cfg.task, contexts=contexts, max_new_tokens=cfg.max_new_tokens)
+    """One batch; for qa each line is a spoken question (with its optional ``context``) or, if it has a
+    ``question`` field, a text question about its audio."""
+    messages = [_message(model, it, cfg.task) for it in batch]
+    return model.generate([it["audio_filepath"] for it in batch], prompts=messages, task=cfg.task,
+                          max_new_tokens=cfg.max_new_tokens, **dict(cfg.generation))
+
+
+def _message(model, item: dict, task: str) -> str:
+    if task == "question" or (task == "qa" and item.get("question")):
+        return model.prompts.user_message("question", question=item["question"])
+    return model.prompts.user_message(task, item.get("context") if task == "qa" else None)
 
 
 def write_output(items: list[dict], path: Path) -> None:

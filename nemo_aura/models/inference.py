@@ -3,7 +3,7 @@ NeMo's ``transcribe`` (through NeMo's own ``ASRTranscriptionMixin``, so ASR work
 """
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +11,59 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from nemo.collections.asr.parts.mixins.transcription import ASRTranscriptionMixin, TranscribeConfig
+from nemo.collections.asr.parts.mixins.transcription import (
+    ASRTranscriptionMixin,
+    TranscribeConfig,
+    TranscriptionMixin,
+    get_value_from_transcription_config,
+)
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
+from nemo.collections.common.parts.preprocessing.manifest import get_full_path
 
 from nemo_aura.parts.audio import collate_waveforms, load_audio_item, resample_waveform
 from nemo_aura.parts.prompting import right_pad
 
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
+DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_TRANSCRIBE_MAX_NEW_TOKENS = 128
 
 
-class _AudioFiles(Dataset):
-    """Audio files (or NeMo manifest entries) -> mono waveforms at the model's rate, for ``transcribe``."""
+@dataclass
+class AuRATranscribeConfig(TranscribeConfig):
+    """NeMo's ``TranscribeConfig`` plus what an LLM decoder needs (``transcribe(..., max_new_tokens=...)``)."""
 
-    def __init__(self, entries: list, sample_rate: int):
-        self.entries, self.sample_rate = entries, sample_rate
+    max_new_tokens: int | None = None  # default: cfg.generation.max_new_tokens, else 128
+    prompt: str | None = None  # a user message with the audio placeholder; default: the `asr` template
+
+
+class _AudioItems(Dataset):
+    """Paths, manifest entries, arrays or tensors -> mono waveforms at the model's rate (``load_audio_item``).
+
+    Used for every ``transcribe`` input so files and in-memory audio get the same handling (NeMo's tensor
+    dataset pads short audio to 1 s, which would change an LLM's transcript).
+    """
+
+    def __init__(self, entries: list, sample_rate: int, manifest: str | None = None):
+        self.entries, self.sample_rate, self.manifest = entries, sample_rate, manifest
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> Tensor:
         entry = self.entries[i]
-        path = entry["audio_filepath"] if isinstance(entry, dict) else entry
-        return load_audio_item(path, self.sample_rate, f"audio[{i}]")
-
-
-def _collate(waves: list[Tensor]) -> tuple[Tensor, Tensor]:
-    return collate_waveforms(waves)
+        if isinstance(entry, dict):
+            if "audio_filepath" not in entry:
+                raise ValueError(f"audio[{i}]: manifest entry has no 'audio_filepath' field: {entry}")
+            entry = get_full_path(entry["audio_filepath"], manifest_file=self.manifest) if self.manifest else entry["audio_filepath"]
+        return load_audio_item(entry, self.sample_rate, f"audio[{i}]")
 
 
 class AuRAInferenceMixin(ASRTranscriptionMixin):
-    """Mixed into ``AuRAModel``: everything a user of a trained model calls."""
+    """Mixed into ``AuRAModel``: everything a user of a trained model calls.
+
+    Generation defaults may be set in the model config (``generation: {max_new_tokens: 64, ...}``, any
+    Hugging Face ``generate`` option); arguments given to ``generate`` override them.
+    """
 
     # ------------------------------------------------------------------ generate
     @torch.no_grad()
@@ -52,7 +75,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         task: str = "qa",
         contexts: list[str | None] | None = None,
         questions: list[str] | str | None = None,
-        max_new_tokens: int = 64,
+        max_new_tokens: int | None = None,
         batch_size: int | None = None,
         sample_rate: int | None = None,
         **generation_kwargs: Any,
@@ -67,56 +90,79 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         """
         rows = self.generate_ids(audio, audio_lens, prompts, task, contexts, max_new_tokens, questions=questions,
                                  batch_size=batch_size, sample_rate=sample_rate, **generation_kwargs)
-        return [self.tokenizer.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+        return [self._decode(r) for r in rows]
 
     @torch.no_grad()
     def generate_ids(
-        self, audio, audio_lens=None, prompts=None, task="qa", contexts=None, max_new_tokens=64, questions=None,
+        self, audio, audio_lens=None, prompts=None, task="qa", contexts=None, max_new_tokens=None, questions=None,
         batch_size=None, sample_rate=None, **generation_kwargs,
     ) -> list[list[int]]:
         """Like ``generate`` but returns the new token ids of each item, cut at the first stop token."""
         waves = self._waveforms(audio, audio_lens, sample_rate)
         messages = self._messages(len(waves), prompts, task, contexts, questions)
-        chunked = self._long_audio_policy(waves, messages, task)
-        if chunked is not None:
-            return chunked
-        seed = generation_kwargs.pop("seed", None)
-        if seed is not None:
-            torch.manual_seed(seed)
-        step = batch_size or len(waves)
-        out = []
-        for i in range(0, len(waves), step):
-            out += self._generate_batch(waves[i : i + step], messages[i : i + step], max_new_tokens, generation_kwargs)
-        return out
+        self._check_audio_lengths(waves, task)
+        options = self._generation_options(max_new_tokens, generation_kwargs)
+        seed = options.pop("seed", None)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # a seed makes sampling reproducible, the caller's RNG untouched
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options)]
 
-    def _generate_batch(self, waves: list[Tensor], messages: list[str], max_new_tokens: int, kwargs: dict):
+    def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
+        """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
+        options = {"do_sample": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **_plain(self.cfg.get("generation"))}
+        options.update(kwargs)
+        if max_new_tokens is not None:
+            options["max_new_tokens"] = int(max_new_tokens)
+        return options
+
+    def _generate_items(
+        self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False
+    ) -> list[tuple[list[int], float | None]]:
+        """Batches of ``batch_size`` items; audio over ``max_audio_samples`` (only reached with
+        ``long_audio: chunk``) is cut into pieces whose outputs are joined."""
+        limit = self.max_audio_samples
+        pieces = [(i, w[s : s + limit], m) for i, (w, m) in enumerate(zip(waves, messages)) for s in range(0, w.numel(), limit)]
+        outs = []
+        for b in range(0, len(pieces), batch_size):
+            chunk = pieces[b : b + batch_size]
+            outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores)
+        joined: list[tuple[list[int], float | None]] = [([], 0.0 if with_scores else None) for _ in waves]
+        for (i, _, _), (ids, score) in zip(pieces, outs):
+            joined[i] = (joined[i][0] + ids, None if score is None else joined[i][1] + score)
+        return joined
+
+    def _generate_batch(
+        self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False
+    ) -> list[tuple[list[int], float | None]]:
+        """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum)."""
         audio, audio_lens = collate_waveforms(waves)
         ids = [self.prompts.encode(m)[0] for m in messages]
         inputs = self.embed_audio_and_text(
             audio.to(self.device), audio_lens.to(self.device), right_pad(ids, self.pad_id).to(self.device),
             torch.tensor([len(i) for i in ids], device=self.device), left_pad=True,
         )
-        kwargs = {"do_sample": False, **kwargs}
         out = self.llm.generate(
             inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens, eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id, **kwargs,
+            eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
+            return_dict_in_generate=True, output_scores=with_scores, **options,
         )
-        return [self._cut_at_stop(row) for row in out]
+        rows = [self._cut_at_stop(row) for row in out.sequences]
+        if not with_scores:
+            return [(r, None) for r in rows]
+        logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def _messages(self, n: int, prompts, task: str, contexts, questions) -> list[str]:
         if prompts is not None:
-            prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
-            if len(prompts) != n:
-                raise ValueError(f"got {n} audio items but {len(prompts)} prompts")
-            return prompts
+            return _per_item(prompts, n, "prompts")
         if questions is not None:
-            questions = [questions] * n if isinstance(questions, str) else list(questions)
-            if len(questions) != n:
-                raise ValueError(f"got {n} audio items but {len(questions)} questions")
-            return [self.prompts.user_message("question", question=q) for q in questions]
-        contexts = list(contexts) if contexts is not None else [None] * n
-        if len(contexts) != n:
-            raise ValueError(f"got {n} audio items but {len(contexts)} contexts")
+            return [self.prompts.user_message("question", question=q) for q in _per_item(questions, n, "questions")]
+        contexts = _per_item(contexts, n, "contexts") if contexts is not None else [None] * n
         return [self.prompts.user_message(task, c) for c in contexts]
 
     def _waveforms(self, audio, audio_lens, sample_rate: int | None) -> list[Tensor]:
@@ -125,44 +171,31 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             lens = audio_lens if audio_lens is not None else torch.full((audio.shape[0],), audio.shape[1])
             if (lens <= 0).any():
                 raise ValueError(f"empty audio in items {(lens <= 0).nonzero().flatten().tolist()}")
-            waves = [audio[i, : int(n)].float().cpu() for i, n in enumerate(lens)]
+            items = [audio[i, : int(n)].float().cpu() for i, n in enumerate(lens)]
         else:
-            if isinstance(audio, (str, Path, Tensor)) or hasattr(audio, "shape"):
-                audio = [audio]
-            waves = [load_audio_item(a, self.sample_rate, f"audio[{i}]") for i, a in enumerate(audio)]
-        if sample_rate and sample_rate != self.sample_rate:
-            is_file = [isinstance(a, (str, Path)) for a in (audio if isinstance(audio, list) else [])]
-            waves = [w if (is_file and is_file[i]) else resample_waveform(w, sample_rate, self.sample_rate)
-                     for i, w in enumerate(waves)]
-        if not waves:
+            items = [audio] if isinstance(audio, (str, Path, Tensor)) or hasattr(audio, "shape") else list(audio)
+        if not len(items):
             raise ValueError("no audio given")
+        waves = [load_audio_item(a, self.sample_rate, f"audio[{i}]") for i, a in enumerate(items)]
+        if sample_rate and sample_rate != self.sample_rate:  # files were resampled on reading
+            waves = [w if isinstance(a, (str, Path)) else resample_waveform(w, sample_rate, self.sample_rate)
+                     for a, w in zip(items, waves)]
         return waves
 
     @property
     def max_audio_samples(self) -> int:
         return int(float(self.cfg.get("max_audio_seconds", DEFAULT_MAX_AUDIO_SECONDS)) * self.sample_rate)
 
-    def _long_audio_policy(self, waves: list[Tensor], messages: list[str], task: str) -> list[list[int]] | None:
-        """Audio over ``cfg.max_audio_seconds``: a clear error, or (``long_audio: chunk``, task asr) chunked
-        transcription whose pieces are joined. Returns None when every item fits."""
+    def _check_audio_lengths(self, waves: list[Tensor], task: str) -> None:
+        """Audio over ``cfg.max_audio_seconds`` is an error unless ``long_audio: chunk`` and task asr
+        (then ``_generate_items`` transcribes it in pieces)."""
         limit = self.max_audio_samples
-        long_items = [i for i, w in enumerate(waves) if w.numel() > limit]
-        if not long_items:
-            return None
-        if self.cfg.get("long_audio", "error") != "chunk" or task != "asr":
-            secs = {i: round(waves[i].numel() / self.sample_rate, 1) for i in long_items}
+        long_items = {i: round(w.numel() / self.sample_rate, 1) for i, w in enumerate(waves) if w.numel() > limit}
+        if long_items and (self.cfg.get("long_audio", "error") != "chunk" or task != "asr"):
             raise ValueError(
-                f"audio items {secs} (seconds) are longer than max_audio_seconds={limit / self.sample_rate:g}; "
+                f"audio items {long_items} (seconds) are longer than max_audio_seconds={limit / self.sample_rate:g}; "
                 "shorten them, raise max_audio_seconds, or set long_audio: chunk (transcription only)"
             )
-        out = []
-        for wave, message in zip(waves, messages):
-            pieces = [wave[s : s + limit] for s in range(0, wave.numel(), limit)]
-            ids = []
-            for piece in pieces:
-                ids += self._generate_batch([piece], [message], max_new_tokens=128, kwargs={})
-            out.append([t for row in ids for t in row])
-        return out
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -184,40 +217,88 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         return tokens
 
     # ------------------------------------------------------------------ NeMo transcribe()
-    # ``transcribe(audio=[paths] | manifest.json | [arrays], batch_size=4, return_hypotheses=False, ...)`` is
-    # NeMo's own (TranscriptionMixin); these hooks plug AuRA's generation into it. Like NeMo ASR models it
-    # returns a list of ``Hypothesis`` (``.text``; ``.y_sequence`` holds the token ids).
+    # NeMo's own TranscriptionMixin.transcribe drives these hooks, so paths, a manifest (.json/.jsonl, relative
+    # paths resolved against it), arrays/tensors, a DataLoader, `override_config`, `verbose` behave as for
+    # NeMo ASR models. Like them (NeMo 3.0) it returns a list of `Hypothesis`: `.text`, `.y_sequence` = the
+    # generated token ids, `.length`; with `return_hypotheses=True` also `.score` = their summed log-prob.
+    def transcribe(
+        self,
+        audio,
+        batch_size: int = 4,
+        return_hypotheses: bool = False,
+        num_workers: int = 0,
+        channel_selector=None,
+        augmentor=None,
+        verbose: bool = True,
+        timestamps: bool | None = None,
+        override_config: TranscribeConfig | None = None,
+        **config_kwargs,
+    ) -> list[Hypothesis]:
+        """NeMo ASR ``transcribe``; extra ``config_kwargs``: ``max_new_tokens`` (default
+        ``cfg.generation.max_new_tokens``, else 128), ``prompt`` (default:
+        the ``asr`` template). ``timestamps`` are not supported (an LLM decoder has no frame alignment)."""
+        if timestamps:
+            raise ValueError("AuRA models cannot return timestamps (the LLM decoder has no frame alignment)")
+        if override_config is None:
+            override_config = AuRATranscribeConfig(
+                batch_size=batch_size, return_hypotheses=return_hypotheses, num_workers=num_workers,
+                channel_selector=channel_selector, augmentor=augmentor, verbose=verbose, **config_kwargs,
+            )
+        return super().transcribe(audio, override_config=override_config)
+
+    @classmethod
+    def get_transcribe_config(cls) -> AuRATranscribeConfig:
+        return AuRATranscribeConfig()
+
+    def _transcribe_input_manifest_processing(self, audio_files, temp_dir, trcfg) -> dict:
+        config = super()._transcribe_input_manifest_processing(audio_files, temp_dir, trcfg)
+        config["source_manifest"] = trcfg._internal.manifest_filepath  # to resolve relative audio paths
+        return config
+
     def _setup_transcribe_dataloader(self, config: dict) -> DataLoader:
-        if "manifest_filepath" in config:
-            entries = [json.loads(x) for x in Path(config["manifest_filepath"]).read_text().splitlines() if x.strip()]
-        else:
-            entries = list(config["paths2audio_files"])
-        return DataLoader(_AudioFiles(entries, self.sample_rate), batch_size=config["batch_size"], shuffle=False,
-                          num_workers=config.get("num_workers") or 0, collate_fn=_collate)
+        entries = config.get("paths2audio_files", config.get("audio_tensors"))
+        dataset = _AudioItems(list(entries), self.sample_rate, config.get("source_manifest"))
+        return DataLoader(dataset, batch_size=config["batch_size"], shuffle=False,
+                          num_workers=config.get("num_workers") or 0, collate_fn=collate_waveforms)
+
+    def _setup_transcribe_tensor_dataloader(self, config: dict, trcfg: TranscribeConfig) -> DataLoader:
+        return self._setup_transcribe_dataloader(config)
 
     def _transcribe_forward(self, batch, trcfg: TranscribeConfig) -> dict:
         audio, lens = batch[0], batch[1]
-        waves = [audio[i, : int(n)] for i, n in enumerate(lens)]
-        messages = [self.prompts.user_message("asr")] * len(waves)
-        ids = self._long_audio_policy(waves, messages, "asr")
-        if ids is None:
-            ids = self._generate_batch(waves, messages, int(getattr(trcfg, "max_new_tokens", 128) or 128), {})
-        return {"ids": ids}
+        waves = [audio[i, : int(n)].cpu() for i, n in enumerate(lens)]
+        prompt = get_value_from_transcription_config(trcfg, "prompt", None)
+        messages = [prompt or self.prompts.user_message("asr")] * len(waves)
+        self._check_audio_lengths(waves, "asr")
+        max_new = get_value_from_transcription_config(trcfg, "max_new_tokens", None) or _plain(
+            self.cfg.get("generation")).get("max_new_tokens", DEFAULT_TRANSCRIBE_MAX_NEW_TOKENS)
+        options = self._generation_options(max_new, {})
+        return {"outputs": self._generate_items(waves, messages, len(waves), options, trcfg.return_hypotheses)}
 
     def _transcribe_output_processing(self, outputs: dict, trcfg: TranscribeConfig) -> list[Hypothesis]:
-        decode = self.tokenizer.tokenizer.decode
-        return [Hypothesis(score=0.0, y_sequence=torch.tensor(ids, dtype=torch.long),
-                           text=decode(ids, skip_special_tokens=True).strip()) for ids in outputs["ids"]]
+        return [
+            Hypothesis(score=score or 0.0, y_sequence=torch.tensor(ids, dtype=torch.long), text=self._decode(ids),
+                       length=len(ids))
+            for ids, score in outputs["outputs"]
+        ]
 
     def _transcribe_on_begin(self, audio, trcfg: TranscribeConfig):
-        # NeMo's ASR begin hook freezes `encoder`/`decoder` modules; AuRA has none of those, and its
-        # preprocessor lives in the patch embedding: just switch to eval mode like NeMo does.
-        from nemo.collections.asr.parts.mixins.transcription import TranscriptionMixin
-
+        # ASRTranscriptionMixin's hook freezes `encoder`/`decoder` modules; AuRA has none (its preprocessor
+        # lives in the patch embedding): eval mode, dither off, as NeMo's base hook does.
         return TranscriptionMixin._transcribe_on_begin(self, audio, trcfg)
 
     def _transcribe_on_end(self, trcfg: TranscribeConfig):
-        from nemo.collections.asr.parts.mixins.transcription import TranscriptionMixin
-
         return TranscriptionMixin._transcribe_on_end(self, trcfg)
 
+
+def _per_item(values, n: int, name: str) -> list:
+    values = [values] * n if isinstance(values, str) else list(values)
+    if len(values) != n:
+        raise ValueError(f"got {n} audio items but {len(values)} {name}")
+    return values
+
+
+def _plain(node) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
