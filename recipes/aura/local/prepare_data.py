@@ -5,9 +5,11 @@
     python recipes/aura/local/prepare_data.py --out exp/mine/stage1 --librispeech /data/LibriSpeech \
         [--heysquad-json dev.json --heysquad-audio /data/heysquad/audio]
 
-Writes ``lhotse/{distill,qa}_{train,dev,test}_{recordings,supervisions,cuts}.jsonl.gz`` (validated),
-``nemo/*.json`` and ``summary.json``; audio under ``audio/``. Rerun-safe: existing wavs are kept, the
-manifests are rewritten atomically, ``.complete`` is written last.
+Writes ``lhotse/{distill_{train,dev},qa_{train,dev,test}}_{recordings,supervisions,cuts}.jsonl.gz``
+(validated with ``lhotse.qa.validate``), ``nemo/*.json`` and ``summary.json``; 16 kHz mono wavs under
+``audio/<subset>_<split>/<id>-<hash of text, voice, seed>.wav``. Deterministic: the same seed gives the
+same wavs and byte-identical manifests. Rerun-safe: existing wavs are kept, the manifests are written
+after all audio (atomically), ``.complete`` is written last.
 """
 from __future__ import annotations
 
@@ -54,10 +56,10 @@ def fetch_wheels(downloads: Path) -> None:
 
 
 def _synth(job):
-    from nemo_aura.data.corpus import synthesize_to
+    from nemo_aura.data.corpus import synthesize
 
     utt, path = job
-    return utt.id, synthesize_to(utt, Path(path))
+    return utt.id, synthesize(utt, Path(path))
 
 
 def synthesize_all(utts, out: Path, nj: int) -> None:
@@ -87,6 +89,21 @@ def validate(paths: dict[str, Path]) -> None:
         lhotse_validate(load_manifest(path), read_data=False)
 
 
+def make_cuts(utts, out: Path) -> tuple[dict[str, list], list[str]]:
+    """Cuts per ``<subset>_<split>``; utterances longer than ``MAX_SECONDS`` are left out (and listed)."""
+    from nemo_aura.data.corpus import MAX_SECONDS, audio_path, to_cut
+
+    cuts_by_name, too_long = defaultdict(list), []
+    for u in utts:
+        cut = to_cut(u, audio_path(out, u).resolve())
+        if cut.duration > MAX_SECONDS:
+            too_long.append(u.id)
+            print(f"[stage1] left out {u.id}: {cut.duration:.1f} s > {MAX_SECONDS} s ({u.voice.name}: {u.text!r})", flush=True)
+            continue
+        cuts_by_name[f"{u.subset}_{u.split}"].append(cut)
+    return dict(cuts_by_name), too_long
+
+
 def summarize(cuts_by_name: dict[str, list], seconds: float) -> dict:
     out = {"subsets": {}, "seconds_to_build": round(seconds, 1)}
     voices, engines = Counter(), Counter()
@@ -97,13 +114,13 @@ def summarize(cuts_by_name: dict[str, list], seconds: float) -> dict:
         voices.update(c.custom.get("voice", "recorded") for c in cuts)
     out["utterances"] = sum(v["utterances"] for v in out["subsets"].values())
     out["hours"] = round(sum(v["hours"] for v in out["subsets"].values()), 3)
-    out["voices"] = dict(voices)
+    out["voices"] = dict(sorted(voices.items()))
     return out
 
 
 def main() -> None:
     args = parse_args()
-    from nemo_aura.data.corpus import PRESETS, audio_path, load_spec, plan_corpus, to_cut, write_manifests
+    from nemo_aura.data.corpus import PRESETS, load_spec, plan_corpus, write_manifests
 
     start = time.time()
     if (args.out / ".complete").exists():
@@ -116,16 +133,15 @@ def main() -> None:
         fetch_wheels(args.downloads)
     utts = plan_corpus(preset, load_spec(args.spec), args.downloads, args.seed)
     synthesize_all(utts, args.out, args.nj)
-    cuts_by_name = defaultdict(list)
-    for u in utts:
-        cuts_by_name[f"{u.subset}_{u.split}"].append(to_cut(u, audio_path(args.out, u).resolve()))
+    cuts_by_name, too_long = make_cuts(utts, args.out)
     if args.librispeech or args.heysquad_json:
         from nemo_aura.data.user_corpora import add_user_corpora
 
         add_user_corpora(cuts_by_name, args)
-    paths = write_manifests(dict(cuts_by_name), args.out)
+    paths = write_manifests(cuts_by_name, args.out)
     validate(paths)
-    summary = summarize(dict(cuts_by_name), time.time() - start)
+    summary = summarize(cuts_by_name, time.time() - start)
+    summary.update(seed=args.seed, preset=args.preset, left_out_too_long=too_long)
     tmp = args.out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, args.out / "summary.json")
