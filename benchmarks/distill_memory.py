@@ -9,21 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(args) -> dict:
@@ -31,16 +19,17 @@ def worker(args) -> dict:
     from omegaconf import open_dict
 
     from nemo_aura.models.aura_model import AuRAModel
+    from nemo_aura.parts.memory import current_rss_mib, peak_rss_mib
     from nemo_aura.train import compose_config
 
-    out = {"mode": args.mode, "rss_after_imports_mib": rss_mib()}
+    out = {"mode": args.mode, "rss_after_imports_mib": current_rss_mib()}
     cfg = compose_config(args.overrides).model
     with open_dict(cfg):
         cfg.train_ds = {"cuts_path": args.cuts, "batch_duration": args.batch_duration, "shuffle": False, "num_workers": 0}
         cfg.pop("validation_ds", None)
     torch.manual_seed(0)
     model = AuRAModel(cfg)
-    out["rss_after_build_mib"] = rss_mib()
+    out["rss_after_build_mib"] = current_rss_mib()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     for step, batch in enumerate(model._train_dl):
@@ -52,7 +41,7 @@ def worker(args) -> dict:
         opt.step()
         if step + 1 >= args.steps:
             break
-    out.update(steps=args.steps, batch_duration=args.batch_duration, peak_rss_mib=peak_mib(),
+    out.update(steps=args.steps, batch_duration=args.batch_duration, peak_rss_mib=peak_rss_mib(),
                parameters=model.parameter_counts())
     return out
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
+from nemo_aura.parts.manifest import json_lines, resolve_audio
+
 TASKS = ("qa", "asr", "question")
 
 
@@ -54,20 +56,16 @@ def read_manifest(path: Path, task: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"manifest: '{path}' does not exist")
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            items.append({"_line": n, "raw": line, "error": f"{path}:{n}: not valid JSON ({e.msg})"})
+    for n, entry in json_lines(path):
+        if isinstance(entry, json.JSONDecodeError):
+            items.append({"_line": n, "raw": entry.doc, "error": f"{path}:{n}: not valid JSON ({entry.msg})"})
             continue
         needed = ["audio_filepath"] + (["question"] if task == "question" else [])
         missing = [k for k in needed if k not in entry]
         if missing:
             entry["error"] = f"{path}:{n}: missing field(s) {missing}"
-        elif not Path(entry["audio_filepath"]).is_absolute():
-            entry["audio_filepath"] = str(path.parent / entry["audio_filepath"])
+        else:
+            entry["audio_filepath"] = resolve_audio(path, entry["audio_filepath"])
         entry["_line"] = n
         items.append(entry)
     return items

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo_aura.parts.manifest import json_lines, resolve_audio
+
 
 @dataclass
 class QAItem:
@@ -63,20 +65,14 @@ def _from_cuts(path: Path) -> list[QAItem]:
 
 def _from_nemo_manifest(path: Path) -> list[QAItem]:
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
+    for n, entry in json_lines(path):
+        if isinstance(entry, json.JSONDecodeError):
+            raise ValueError(f"{path}:{n}: not valid JSON ({entry})") from entry
         missing = [k for k in ("audio_filepath", "question", "answers") if k not in entry]
         if missing:
             raise ValueError(f"{path}:{n}: missing field(s) {missing}; a spoken-QA line needs audio_filepath, question, answers")
-        audio = Path(entry["audio_filepath"])
-        if not audio.is_absolute():
-            audio = path.parent / audio
         answers = entry["answers"] if isinstance(entry["answers"], list) else [entry["answers"]]
         items.append(QAItem(id=str(entry.get("id", f"{path.stem}-{n}")), question=entry["question"], answers=answers,
-                            context=entry.get("context"), audio_path=str(audio), duration=entry.get("duration")))
+                            context=entry.get("context"), audio_path=resolve_audio(path, entry["audio_filepath"]),
+                            duration=entry.get("duration")))
     return items
