@@ -35,7 +35,8 @@ def compose_config(overrides: list[str], config_name: str = "distill", config_di
 
 
 def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
-    """A new model from ``cfg.model``, or a saved ``.nemo`` (``init_from_nemo``) re-pointed at ``cfg.model``'s data/optim."""
+    """A new model from ``cfg.model``, or a saved ``.nemo`` (``init_from_nemo``) re-pointed at ``cfg.model``'s
+    data, optim, losses, prompts and audio_span settings (the levers of fine-tuning)."""
     if not cfg.get("init_from_nemo"):
         return AuRAModel(cfg.model, trainer=trainer)
     path = Path(cfg.init_from_nemo)
@@ -43,9 +44,10 @@ def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
         raise FileNotFoundError(f"init_from_nemo: '{path}' is not a file")
     model = AuRAModel.restore_from(str(path), map_location="cpu", trainer=trainer)
     with open_dict(model.cfg):
-        for key in ("train_ds", "validation_ds", "optim", "loss", "prompts"):
+        for key in ("train_ds", "validation_ds", "optim", "loss", "prompts", "audio_span"):
             if cfg.model.get(key) is not None:
                 model.cfg[key] = cfg.model[key]
+    model.setup_reading_levers()
     model.setup_training_data(model.cfg.train_ds)
     model.setup_validation_data(model.cfg.validation_ds)
     return model

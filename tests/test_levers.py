@@ -63,3 +63,127 @@ def test_transcript_loss_warmup_ramps_the_weight(tiny_cfg):
     assert model.lm_weight == pytest.approx(0.25)
     FakeTrainer.global_step = 50
     assert model.lm_weight == pytest.approx(0.5)
+
+
+def _train_steps(model, batch, steps, key):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = model.compute_losses(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out[key].item())
+    model.eval()
+    return losses
+
+
+def test_vocab_ctc_at_the_last_lora_layer_trains_and_is_left_out_of_the_export(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 0.0, "ctc_weight": 1.0}
+    model = AuRAModel(tiny_cfg)
+    assert model.parameter_counts()["ctc_head"] == model.llm.config.hidden_size + 1
+    batch = qa_batch(model, tmp_path)
+    losses = _train_steps(model, batch, 15, "ctc_loss")
+    assert losses[0] > 0 and losses[-1] < 0.8 * losses[0], losses
+    embeddings = model.llm.get_input_embeddings().weight
+    assert not embeddings.requires_grad  # tied to the frozen vocabulary: only blank + scale are new
+    path = model.export_encoder_free(str(tmp_path / "free.nemo"))
+    restored = AuRAModel.restore_from(path, map_location="cpu")
+    assert restored.ctc_head is None and restored.ctc_weight == 0.0
+    assert model.ctc_head is not None  # the export did not strip the training model
+
+
+def test_audio_only_lora_keeps_text_answers_identical_to_the_base_llm(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+    model = AuRAModel(tiny_cfg)
+    batch = qa_batch(model, tmp_path)
+    losses = _train_steps(model, batch, 10, "lm_loss")
+    assert losses[-1] < losses[0], losses
+    lora_b = [m for n, m in model.llm.named_modules() if n.endswith("lora_B.default")]
+    assert any(m.weight.abs().sum() > 0 for m in lora_b)  # the adapters trained ...
+    ids = batch["transcript_ids"][:1]
+    with torch.no_grad():
+        with_adapters = model.llm(input_ids=ids).logits
+        with model.llm.disable_adapter():
+            base = model.llm(input_ids=ids).logits
+    assert torch.allclose(with_adapters, base, atol=1e-6)  # ... yet text-only input sees the base LLM
+    # with audio, the adapters act on the audio positions: outputs differ from the adapter-free model
+    inputs = model.embed_audio_and_text(batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"])
+    with torch.no_grad():
+        _, on = model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True, inputs["audio_mask"])
+        with model.llm.disable_adapter():
+            _, off = model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True, inputs["audio_mask"])
+    assert not torch.allclose(on, off, atol=1e-4)
+    with pytest.raises(ValueError, match="audio positions only"):
+        model.merge_lora()
+    with pytest.raises(ValueError, match="audio_mask"):
+        model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True)
+
+
+@pytest.mark.parametrize("audio_span", [{"lora": "audio"}, {"attention": "bidirectional"}, {"lora": "audio", "attention": "bidirectional"}])
+def test_generation_with_audio_span_settings_matches_a_full_forward(tiny_cfg, tmp_path, audio_span):
+    """Greedy tokens from the KV-cached prefill path equal argmax decoding by full forwards (no cache)."""
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.audio_span = audio_span
+    model = AuRAModel(tiny_cfg).eval()
+    with torch.no_grad():  # LoRA starts at B = 0 (no effect): give the adapters weights that change the answer
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    batch = qa_batch(model, tmp_path)
+    waves = [batch["audio"][i, : batch["audio_lens"][i]] for i in range(batch["audio"].shape[0])]
+    ids = model.generate_ids(waves, max_new_tokens=5, batch_size=3, min_new_tokens=5)
+    for i, wave in enumerate(waves):
+        prompt = model.prompts.encode(model.prompts.user_message("qa"))[0]
+        seq = []
+        for _ in range(5):
+            tokens = torch.tensor(prompt.tolist() + seq)[None]
+            inputs = model.embed_audio_and_text(wave[None], torch.tensor([wave.numel()]), tokens, torch.tensor([tokens.shape[1]]))
+            audio_mask = inputs["audio_mask"]
+            with torch.no_grad():
+                # generated tokens are text: the gate treats them so (audio positions only)
+                _, logits = model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True, audio_mask)
+            seq.append(int(logits[0, -1].argmax()))
+        assert ids[i][: len(seq)] == seq[: len(ids[i])], (i, ids[i], seq)
+
+
+def test_bidirectional_audio_attention_lets_audio_tokens_see_ahead(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    batch = qa_batch(model, tmp_path)
+    inputs = model.embed_audio_and_text(batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"])
+    audio_mask, attn = inputs["audio_mask"], inputs["attention_mask"]
+    with open_dict(model.cfg):
+        model.cfg.audio_span = {"attention": "bidirectional"}
+    model.setup_reading_levers()
+    mask = model.audio_span.attention_mask(attn, audio_mask, model.llm.config)
+    assert mask.shape == (attn.shape[0], 1, attn.shape[1], attn.shape[1])
+    for b in range(attn.shape[0]):
+        where = audio_mask[b].nonzero().flatten()
+        first, last = int(where[0]), int(where[-1])
+        assert mask[b, 0, first, last]  # an audio token sees the last audio token ...
+        assert not mask[b, 0, first - 1, first]  # ... text before the audio does not
+        assert mask[b, 0, last + 1, first] and not mask[b, 0, last, last + 1]  # causal elsewhere
+    # the first audio state now depends on later audio: perturb the last audio token and compare
+    capture = [1]
+    with torch.no_grad():
+        a, _ = model.run_llm(inputs["inputs_embeds"], attn, capture, False, audio_mask)
+        bumped = inputs["inputs_embeds"].clone()
+        b0 = audio_mask[0].nonzero().flatten()
+        bumped[0, int(b0[-1])] += 1.0
+        b, _ = model.run_llm(bumped, attn, capture, False, audio_mask)
+    assert not torch.allclose(a[1][0, int(b0[0])], b[1][0, int(b0[0])])
+
+
+def test_audio_span_rejects_unknown_settings(tiny_cfg):
+    with open_dict(tiny_cfg):
+        tiny_cfg.audio_span = {"lora": "text"}
+    with pytest.raises(ValueError, match="audio_span.lora"):
+        AuRAModel(tiny_cfg)

@@ -27,6 +27,8 @@ from nemo_aura.models.inference import AuRAInferenceMixin
 from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
 from nemo_aura.modules.teachers import build_teacher
+from nemo_aura.modules.vocab_ctc import VocabCTCHead
+from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
 from nemo_aura.parts import student as student_parts
@@ -45,7 +47,11 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         self._setup_student()
         self.patch_embedding = self._build_audio_front_end()
         self.teacher = build_teacher(self.cfg.teacher) if self.cfg.get("teacher") else None
+        if self.teacher is not None and self.cfg.patch_embedding.get("init_from_teacher", False):
+            if not self._is_model_being_restored():  # lever 5: the stem starts as the teacher's conv stem
+                self.patch_embedding.init_from_teacher(self.teacher)
         self.distillation = self._build_distillation()
+        self.setup_reading_levers()
         self._check_losses()
         freeze = list(self.cfg.get("freeze_params", [r"^llm\..+$"]))  # teachers freeze themselves
         keep = list(self.cfg.get("prevent_freeze_params", [r"^llm\..+\.lora_.+$"]))
@@ -119,11 +125,24 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             projection=dcfg.get("projection", "student_to_teacher"),
         )
 
+    def setup_reading_levers(self) -> None:
+        """(Re)build what ``cfg.audio_span`` and ``loss.ctc_weight`` ask for; called again when a restored model
+        is fine-tuned with other settings (``nemo_aura.train.build_model``)."""
+        if getattr(self, "audio_span", None) is not None:
+            self.audio_span.remove()
+        self.audio_span = AudioSpan(_to_dict(self.cfg.get("audio_span")), self.llm)
+        if self.ctc_weight > 0 and getattr(self, "ctc_head", None) is None:
+            if student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers) < 1:
+                raise ValueError("loss.ctc_weight > 0 scores the last LoRA layer, but the model has no LoRA layers")
+            self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
+        elif self.ctc_weight <= 0:
+            self.ctc_head = None
+
     def _check_losses(self) -> None:
         if self.distill_weight > 0 and self.distillation is None:
             raise ValueError("loss.distill_weight > 0 needs a teacher and a distillation config")
-        if self.distill_weight <= 0 and self.lm_weight <= 0 and self.text_teacher_weight <= 0:
-            raise ValueError("loss.distill_weight, lm_weight and text_teacher_weight are all 0: nothing to train")
+        if self.distill_weight <= 0 and self.lm_weight <= 0 and self.text_teacher_weight <= 0 and self.ctc_weight <= 0:
+            raise ValueError("loss.distill_weight, lm_weight, text_teacher_weight and ctc_weight are all 0: nothing to train")
 
     def _log_parameter_counts(self) -> None:
         counts = self.parameter_counts()
@@ -152,6 +171,16 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
     def text_teacher_weight(self) -> float:
         """Weight of the textual-teacher KL: the same LLM without adapters reading the transcript is the teacher."""
         return float(self.cfg.get("loss", {}).get("text_teacher_weight", 0.0))
+
+    @property
+    def ctc_weight(self) -> float:
+        """Weight of the CTC loss over the LLM vocabulary at the last LoRA layer (``modules.vocab_ctc``)."""
+        return float(self.cfg.get("loss", {}).get("ctc_weight", 0.0))
+
+    @property
+    def ctc_layer(self) -> int:
+        """The decoder layer (1-based) whose audio states the CTC head scores: K, the last LoRA layer."""
+        return student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers)
 
     @property
     def num_llm_layers(self) -> int:
@@ -186,6 +215,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             "lora": lora,
             "patch_embedding": count(self.patch_embedding),
             "distillation_heads": count(self.distillation),
+            "ctc_head": count(getattr(self, "ctc_head", None)),
             "teacher": count(self.teacher),
             "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in self.parameters()),
@@ -240,15 +270,21 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         return out
 
     def run_llm(
-        self, inputs_embeds: Tensor, attention_mask: Tensor, capture: list[int], need_logits: bool
+        self, inputs_embeds: Tensor, attention_mask: Tensor, capture: list[int], need_logits: bool,
+        audio_mask: Tensor | None = None,
     ) -> tuple[dict[int, Tensor], Tensor | None]:
         """LLM forward recording decoder layers ``capture`` (1-based).
 
         Without ``need_logits`` the forward stops after the deepest captured layer (no upper layers,
-        no LM head): the distillation-only step.
+        no LM head): the distillation-only step. ``audio_mask`` (B, T) marks the audio tokens, for the
+        ``audio_span`` settings (LoRA on audio only, bidirectional audio attention).
         """
         decoder = student_parts.decoder_of(self.llm)
-        with capture_layer_outputs(decoder.layers, capture) as states:
+        if audio_mask is None and self.audio_span.needs_positions:
+            raise ValueError("run_llm: this model's audio_span settings need the audio positions (audio_mask)")
+        if audio_mask is not None:
+            attention_mask = self.audio_span.attention_mask(attention_mask, audio_mask, self.llm.config)
+        with capture_layer_outputs(decoder.layers, capture) as states, self.audio_span.positions(audio_mask):
             if need_logits:
                 logits = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
             else:
@@ -303,20 +339,32 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             audio_tokens=self.audio_tokens(batch),
         )
         use_distill, use_lm, use_kd = self.distill_weight > 0, self.lm_weight > 0, self.text_teacher_weight > 0
-        capture = self.distillation.student_layers if use_distill else []
+        use_ctc = self.ctc_weight > 0
+        capture = sorted(set(self.distillation.student_layers if use_distill else []) | ({self.ctc_layer} if use_ctc else set()))
         states, logits = self.run_llm(
-            inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd
+            inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd,
+            audio_mask=inputs["audio_mask"],
         )
         out: dict[str, Tensor] = {}
         total = inputs["inputs_embeds"].new_zeros(())
+        patch_lens = inputs["patch_lens"]
+        num_patches = int(patch_lens.max())
+        patch_mask = lengths_to_mask(patch_lens, num_patches)
         if use_distill:
-            patch_lens = inputs["patch_lens"]
-            num_patches = int(patch_lens.max())
-            patch_mask = lengths_to_mask(patch_lens, num_patches)
-            student = {s: _gather_audio_states(states[s], inputs["audio_mask"], patch_mask) for s in capture}
+            student = {s: _gather_audio_states(states[s], inputs["audio_mask"], patch_mask) for s in self.distillation.student_layers}
             dist = self.distillation(student, self.teacher_targets(batch, patch_lens, num_patches), patch_mask)
             out.update({f"distill_{k}": v for k, v in dist.items()})
             total = total + self.distill_weight * dist["loss"]
+        if use_ctc:
+            if "transcript_ids" not in batch:
+                raise ValueError("loss.ctc_weight > 0 needs transcripts in the batch (cuts with supervision text)")
+            audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
+            ctc = self.ctc_head(
+                audio_states, patch_lens, self.llm.get_input_embeddings().weight,
+                batch["transcript_ids"].to(patch_lens.device), batch["transcript_lens"].to(patch_lens.device),
+            )
+            out["ctc_loss"] = ctc
+            total = total + self.ctc_weight * ctc
         if use_lm:
             lm = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX
@@ -413,7 +461,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             cfg.teacher = None
             cfg.distillation = None
             cfg.loss = {"distill_weight": 0.0, "lm_weight": self.lm_weight or 1.0}
-        with self._swapped(cfg=cfg, teacher=None, distillation=None):
+        with self._swapped(cfg=cfg, teacher=None, distillation=None, ctc_head=None):
             self.save_to(path)
         return path
 
@@ -427,6 +475,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
 
         if not isinstance(self.llm, PeftModel):
             raise ValueError("this model has no LoRA adapters to merge (already merged, or trained without LoRA)")
+        if self.audio_span.lora_scope == "audio":
+            raise ValueError("audio_span.lora: audio applies LoRA to the audio positions only, which merged weights "
+                             "cannot express; keep the adapters (generation cost is the same, see README)")
         self.llm = self.llm.merge_and_unload()
         with open_dict(self._cfg):
             if self._cfg.get("distillation") and self._cfg.distillation.get("num_student_layers") is None:

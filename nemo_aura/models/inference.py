@@ -143,16 +143,32 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             audio.to(self.device), audio_lens.to(self.device), right_pad(ids, self.pad_id).to(self.device),
             torch.tensor([len(i) for i in ids], device=self.device), left_pad=True,
         )
-        out = self.llm.generate(
-            inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-            eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
-            return_dict_in_generate=True, output_scores=with_scores, **options,
-        )
+        if self.audio_span.needs_positions:
+            options = {**options, "cache": self._prefill_audio_span(inputs)}
+        with self.audio_span.positions(None):  # generated tokens are text
+            out = self.llm.generate(
+                inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
+                eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
+                return_dict_in_generate=True, output_scores=with_scores, **options,
+            )
         rows = [self._cut_at_stop(row) for row in out.sequences]
         if not with_scores:
             return [(r, None) for r in rows]
         logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+
+    def _prefill_audio_span(self, inputs: dict) -> Any:
+        """KV cache of all prompt positions but the last, computed with the ``audio_span`` settings (audio-only
+        LoRA, bidirectional audio attention) that ``llm.generate`` cannot express; generate continues from it
+        with the last prompt token (always text) and the usual causal mask."""
+        attn, audio_mask = inputs["attention_mask"][:, :-1], inputs["audio_mask"][:, :-1]
+        positions = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)  # as generate derives them from the mask
+        with self.audio_span.positions(audio_mask):
+            out = self.llm(
+                inputs_embeds=inputs["inputs_embeds"][:, :-1], position_ids=positions, use_cache=True,
+                attention_mask=self.audio_span.attention_mask(attn, audio_mask, self.llm.config),
+            )
+        return out.past_key_values
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.tokenizer.decode(ids, skip_special_tokens=True).strip()
