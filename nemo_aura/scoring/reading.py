@@ -1,0 +1,109 @@
+"""Does a model *read* its audio? Dev transcription WER, spoken-QA EM/F1, and text ability kept (issue 7).
+
+    python -m nemo_aura.scoring.reading --nemo model.nemo --asr-cuts dev.jsonl.gz --qa-cuts qa_dev.jsonl.gz \
+        --llm-dir exp/models/smollm2-135m-instruct --out eval.json [--items 40]
+
+Text ability: the model's LLM with its adapters answers the text questions (no audio) and is compared with the
+base LLM (the same weights, adapters disabled): the share of identical answers and both F1s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from lhotse import CutSet
+
+from nemo_aura.data.dataset import cut_transcript
+from nemo_aura.scoring.items import load_items
+from nemo_aura.scoring.metrics import exact_match, token_f1, wer
+from nemo_aura.scoring.systems import TextAnswerer, text_message
+
+
+def _batches(seq: list, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def transcription_wer(model, cuts_path: str, limit: int, batch_size: int = 8, max_new_tokens: int = 48) -> dict:
+    cuts = list(CutSet.from_file(cuts_path))[:limit]
+    refs = [cut_transcript(c) for c in cuts]
+    hyps = []
+    for chunk in _batches(cuts, batch_size):
+        audio = [torch.from_numpy(c.resample(model.sample_rate).load_audio()[0]) if c.sampling_rate != model.sample_rate
+                 else torch.from_numpy(c.load_audio()[0]) for c in chunk]
+        hyps += model.generate(audio, task="asr", max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return {"wer": wer(hyps, refs), "items": len(refs), "examples": [{"ref": r, "hyp": h} for r, h in zip(refs[:5], hyps[:5])]}
+
+
+def spoken_qa(model, cuts_path: str, limit: int, max_new_tokens: int = 24) -> dict:
+    items = load_items(cuts_path, limit)
+    em = f1 = 0.0
+    examples = []
+    for item in items:
+        audio = torch.from_numpy(item.load_audio(model.sample_rate))
+        answer = model.generate([audio], task="qa", contexts=[item.context], max_new_tokens=max_new_tokens)[0]
+        em += exact_match(answer, item.answers)
+        f1 += token_f1(answer, item.answers)
+        if len(examples) < 5:
+            examples.append({"question": item.question, "gold": item.answers, "answer": answer})
+    n = max(len(items), 1)
+    return {"em": em / n, "f1": f1 / n, "items": len(items), "examples": examples}
+
+
+def text_ability(model, cuts_path: str, limit: int, max_new_tokens: int = 24) -> dict:
+    """Answers to the text questions with the adapters vs the base LLM (adapters disabled)."""
+    items = load_items(cuts_path, limit)
+    answerer = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
+    same = f1_adapted = f1_base = 0.0
+    for item in items:
+        message = text_message(item.question, item.context)
+        with model.audio_span.positions(None):
+            adapted = answerer.answer(message, max_new_tokens)
+        with model.llm.disable_adapter():
+            base = answerer.answer(message, max_new_tokens)
+        same += adapted == base
+        f1_adapted += token_f1(adapted, item.answers)
+        f1_base += token_f1(base, item.answers)
+    n = max(len(items), 1)
+    return {"identical": same / n, "f1_adapted": f1_adapted / n, "f1_base": f1_base / n, "items": len(items)}
+
+
+def evaluate(nemo_path: str, asr_cuts: str, qa_cuts: str, items: int, text_items: int) -> dict:
+    from nemo_aura import AuRAModel
+
+    torch.manual_seed(0)
+    model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
+    t0 = time.perf_counter()
+    out = {"model": str(nemo_path)}
+    with torch.no_grad():
+        out["asr"] = transcription_wer(model, asr_cuts, items)
+        out["qa"] = spoken_qa(model, qa_cuts, items)
+        out["text"] = text_ability(model, qa_cuts, text_items)
+    out["eval_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nemo", required=True)
+    p.add_argument("--asr-cuts", required=True, help="Lhotse cuts with transcripts (dev WER)")
+    p.add_argument("--qa-cuts", required=True, help="Lhotse cuts of spoken questions with answers (dev EM/F1)")
+    p.add_argument("--items", type=int, default=40)
+    p.add_argument("--text-items", type=int, default=20)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    result = evaluate(args.nemo, args.asr_cuts, args.qa_cuts, args.items, args.text_items)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1)[:2000])
+
+
+if __name__ == "__main__":
+    main()
