@@ -1,4 +1,4 @@
-"""The recipe end to end on the tiny preset (tiny models, ~30 espeak utterances): stages 0-6, then a rerun."""
+"""The recipe end to end on the tiny preset (tiny models, ~30 espeak utterances): stages 0-7, then a rerun."""
 import json
 import os
 import signal
@@ -64,6 +64,17 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert n_test > 0 and all(results["systems"][s]["scores"]["test"]["items"] == n_test for s in results["systems"])
     assert all((exp / "stage6" / p).stat().st_size > 0 for p in results["plots"])
     assert "| target | ratio | bound | met |" in (exp / "stage6" / "results.md").read_text()
+
+    # stage 7 (optional): the reading ablation, three variants on the tiny preset
+    out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")
+    assert "stage 7 done in" in out7
+    ablation = json.loads((exp / "ablation" / "results.json").read_text())
+    by_name = {r["variant"]: r for r in ablation["results"]}
+    assert set(by_name) == {"baseline", "vocab_ctc", "audio_only_lora"}
+    assert by_name["audio_only_lora"]["text"]["identical"] == 1.0  # text-only answers = the base LLM's
+    assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in ablation["results"])
+    assert (exp / "ablation" / "results.png").stat().st_size > 0
+    assert "| variant |" in (exp / "ablation" / "results.md").read_text()
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",

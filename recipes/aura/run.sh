@@ -9,6 +9,8 @@
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
 #   3 distillation                   4 encoder removal     5 speech-QA fine-tuning (+ bridge baseline)
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
+#   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
+#     from the stage-3 model, scored on dev WER / QA F1 / text ability (exp/<tag>/ablation)
 set -euo pipefail
 
 stage=0
@@ -120,9 +122,12 @@ train() {
 
 stage5() {
   local s5=$exp/stage5
-  # AuRA: the encoder-free model learns to answer spoken questions.
+  # AuRA: the encoder-free model learns to answer spoken questions, with transcripts mixed in (they keep it
+  # reading, and the text-shaped levers need them); $aura_levers = the reading levers the ablation chose.
+  "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" > /dev/null
   # shellcheck disable=SC2086
-  train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$qa_train" "$qa_dev" "$s5/aura_qa.nemo" $finetune_overrides
+  train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
+    $finetune_overrides $aura_levers
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then the same QA steps.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
@@ -142,6 +147,13 @@ stage6() {
   "$python" -m nemo_aura.scoring.benchmark "${args[@]}" $score_args
 }
 
+stage7() {
+  # shellcheck disable=SC2086
+  "$python" $local/ablation.py --init "$exp/stage3/aura_distilled.nemo" --train-cuts "$distill_train" \
+    --train-cuts "$qa_train" --asr-dev "$distill_dev" --qa-dev "$qa_dev" --out "$exp/ablation" $ablation_args \
+    -- "${model_overrides[@]}"
+}
+
 log "AuRA recipe: preset=$preset tag=$tag stages $stage..$stop_stage (exp dir $exp)"
 run_stage 0 "environment and offline models" stage0
 run_stage 1 "embedded spoken corpus ($data_preset)" stage1
@@ -150,4 +162,5 @@ run_stage 3 "layer-wise distillation" stage3
 run_stage 4 "encoder removal" stage4
 run_stage 5 "speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
 run_stage 6 "scoring: topline, cascade, bridge, AuRA" stage6
+run_stage 7 "reading ablation (issue 7 levers)" stage7
 log "done; stage wall times in $exp/stage_times.tsv"

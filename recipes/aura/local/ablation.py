@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from lhotse import CutSet
 from omegaconf import OmegaConf
+
+from nemo_aura.parts.manifest import write_cut_mix
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,17 +31,6 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def training_mix(paths: list[str], out: Path) -> Path:
-    """One CutSet of all training cuts (each keeps its own task: asr transcripts, qa answers)."""
-    target = out / "train_mix.jsonl.gz"
-    if not target.exists():
-        cuts = CutSet.from_cuts(c for p in paths for c in CutSet.from_file(p))
-        tmp = out / "train_mix.tmp.jsonl.gz"
-        cuts.to_file(tmp)
-        os.replace(tmp, target)
-    return target
 
 
 def run_variant(name: str, overrides: list[str], args, spec, mix: Path) -> dict:
@@ -138,7 +128,7 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"ablation: unknown variants {unknown}; {args.spec} has {list(variants)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    mix = training_mix(args.train_cuts, args.out)
+    mix = write_cut_mix(args.train_cuts, args.out / "train_mix.jsonl.gz")  # transcripts (asr) + questions (qa)
     results = [run_variant(v, list(variants[v] or []), args, spec, mix) for v in chosen]
     summary = {"spec": OmegaConf.to_container(spec), "init": str(args.init), "steps": args.steps or int(spec.steps),
                "results": results}

@@ -9,8 +9,10 @@ data_preset=default                         # stage 1: recipes/aura/local/prepar
 cache_batch_size=8                          # stage 2
 bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
 distill_overrides=""                        # stage 3: extra Hydra overrides
+aura_levers=""                               # stage 5, AuRA only: reading levers (set from the stage-7 ablation)
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA and bridge QA
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--limit 80 --sweep-seconds 1,5,10,20,30"   # stage 6: 80 test items timed and scored
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
+ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
