@@ -187,3 +187,27 @@ def test_audio_span_rejects_unknown_settings(tiny_cfg):
         tiny_cfg.audio_span = {"lora": "text"}
     with pytest.raises(ValueError, match="audio_span.lora"):
         AuRAModel(tiny_cfg)
+
+
+def test_fine_tuning_a_saved_model_switches_its_reading_levers(tiny_cfg, tmp_path):
+    """init_from_nemo + the finetune config: audio_span and ctc_weight come from the overrides, or from the
+    saved model when the override is absent (finetune.yaml's audio_span: null)."""
+    from nemo_aura.train import build_model, compose_config
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.audio_span = {"lora": "audio"}
+    saved = str(tmp_path / "saved.nemo")
+    AuRAModel(tiny_cfg).save_to(saved)
+    cuts = write_tiny_cuts(tmp_path / "cuts", n=2)
+    data = [f"model.train_ds.cuts_path={cuts}", f"model.validation_ds.cuts_path={cuts}", f"init_from_nemo={saved}"]
+    kept = build_model(compose_config(data, config_name="finetune"), trainer=None)
+    assert kept.audio_span.lora_scope == "audio" and kept.ctc_head is None
+    switched = build_model(compose_config(
+        data + ["model.audio_span={lora: all, attention: bidirectional}", "model.loss.ctc_weight=0.5"],
+        config_name="finetune"), trainer=None)
+    assert switched.audio_span.lora_scope == "all" and switched.audio_span.attention == "bidirectional"
+    assert switched.ctc_head is not None and all(p.requires_grad for p in switched.ctc_head.parameters())
+    assert "ctc_loss" in switched.compute_losses(AuRADataset(switched.prompts, switched.sample_rate, switched.pad_id)[CutSet.from_file(cuts)])
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        tiny_cfg.student.gradient_checkpointing = True
+        AuRAModel(tiny_cfg)
