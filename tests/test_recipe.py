@@ -69,10 +69,12 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")
     assert "stage 7 done in" in out7
     ablation = json.loads((exp / "ablation" / "results.json").read_text())
-    by_name = {r["variant"]: r for r in ablation["results"]}
+    assert [s["spec_name"] for s in ablation["specs"]] == ["reading"]
+    reading = ablation["specs"][0]["results"]
+    by_name = {r["variant"]: r for r in reading}
     assert set(by_name) == {"baseline", "vocab_ctc", "audio_only_lora"}
     assert by_name["audio_only_lora"]["text"]["identical"] == 1.0  # text-only answers = the base LLM's
-    assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in ablation["results"])
+    assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in reading)
     assert (exp / "ablation" / "results.png").stat().st_size > 0
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Issue 7 ablation: train each variant of conf/ablation/<name>.yaml from the same model, score it, tabulate.
+"""Issue 7 ablation: train each variant of conf/ablation/<name>.yaml the same way, score it, tabulate.
 
     python recipes/aura/local/ablation.py --init exp/default/stage3/aura_distilled.nemo \
         --train-cuts exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --train-cuts .../qa_train_cuts.jsonl.gz \
         --asr-dev .../distill_dev_cuts.jsonl.gz --qa-dev .../qa_dev_cuts.jsonl.gz --out exp/default/ablation \
         [--spec conf/ablation/reading.yaml] [--only a,b] [--steps N] -- <hydra overrides for every variant>
 
+A spec with a ``distill:`` section (conf/ablation/architecture.yaml) first distils each variant from scratch
+(``--config-name distill`` on ``--distill-train``'s cached teacher targets, or on the plain cuts with the
+teacher online for variants marked ``online_teacher: true``, e.g. another patch rate), then reads as above.
 Each variant trains in its own process (``python -m nemo_aura.train --config-name finetune``: checkpoints,
 resume after a kill) into ``<out>/<variant>/``, then ``nemo_aura.scoring.reading`` scores it; finished
 variants are skipped on rerun. Writes ``results.json``, ``results.md`` and ``results.png`` under ``<out>``.
@@ -33,7 +36,46 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_variant(name: str, overrides: list[str], args, spec, mix: Path) -> dict:
+def timed_run(cmd: list[str], ledger: Path) -> None:
+    """Run a training subprocess; append its wall time to ``ledger`` (a resumed run adds its part)."""
+    t0 = time.time()
+    try:
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    finally:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        with open(ledger, "a") as f:
+            f.write(f"{time.time() - t0:.1f}\n")
+
+
+def distill_variant(name: str, overrides: list[str], online_teacher: bool, args, spec) -> Path:
+    """Phase 1 of an architecture variant: distillation from scratch, the early-stopped forward."""
+    vdir = args.out / name
+    distilled = vdir / "distilled.nemo"
+    if distilled.exists():
+        return distilled
+    train_cuts, dev_cuts = (args.train_cuts[0], args.asr_dev) if online_teacher else (args.distill_train, args.distill_dev)
+    if train_cuts is None or dev_cuts is None:
+        raise SystemExit(f"ablation: variant {name} distils from scratch: give --distill-train and --distill-dev")
+    d = spec.distill
+    cmd = [
+        sys.executable, "-m", "nemo_aura.train", "--config-name", "distill", f"name={name}_distill",
+        f"model.train_ds.cuts_path={train_cuts}", f"model.validation_ds.cuts_path={dev_cuts}",
+        f"model.train_ds.batch_duration={d.batch_duration}", f"model.validation_ds.batch_duration={d.batch_duration}",
+        f"trainer.max_steps={d.steps}", f"trainer.val_check_interval={d.steps}", f"exp_manager.exp_dir={vdir}/distill",
+        f"report.dir={vdir}/distill", f"report.save_nemo={distilled}", "report.validate_before=false",
+        *args.overrides, *overrides,
+    ]
+    print(f"[ablation] {name}: distilling {d.steps} steps from scratch: {' '.join(overrides) or '(baseline)'}", flush=True)
+    timed_run(cmd, vdir / "train_seconds.txt")
+    return distilled
+
+
+def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
+    variant = OmegaConf.to_container(variant) if variant is not None else []
+    if isinstance(variant, dict):
+        overrides, online_teacher = list(variant.get("overrides") or []), bool(variant.get("online_teacher"))
+    else:
+        overrides, online_teacher = list(variant), False
     vdir = args.out / name
     result_path = vdir / "eval.json"
     if result_path.exists():
@@ -41,19 +83,22 @@ def run_variant(name: str, overrides: list[str], args, spec, mix: Path) -> dict:
         return json.loads(result_path.read_text())
     nemo = vdir / "model.nemo"
     steps = args.steps or int(spec.steps)
-    t0 = time.time()
+    from_scratch = spec.get("distill") is not None
+    init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else args.init
+    read_overrides = [] if from_scratch else overrides  # architecture variants differ in phase 1 only
     if not nemo.exists():
         cmd = [
             sys.executable, "-m", "nemo_aura.train", "--config-name", "finetune", f"name={name}",
-            f"init_from_nemo={args.init}", f"model.train_ds.cuts_path={mix}", f"model.validation_ds.cuts_path={args.qa_dev}",
+            f"init_from_nemo={init}", f"model.train_ds.cuts_path={mix}", f"model.validation_ds.cuts_path={args.qa_dev}",
             f"model.train_ds.batch_duration={spec.batch_duration}", f"model.validation_ds.batch_duration={spec.batch_duration}",
             f"model.optim.lr={spec.lr}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
             f"exp_manager.exp_dir={vdir}", f"report.dir={vdir}", f"report.save_nemo={nemo}",
-            "report.validate_before=false", *args.overrides, *overrides,
+            "report.validate_before=false", *args.overrides, *read_overrides,
         ]
         print(f"[ablation] {name}: training {steps} steps: {' '.join(overrides) or '(baseline)'}", flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    train_seconds = time.time() - t0
+        timed_run(cmd, vdir / "train_seconds.txt")
+    ledger = vdir / "train_seconds.txt"
+    train_seconds = sum(float(x) for x in ledger.read_text().split()) if ledger.exists() else None
     from nemo_aura.scoring.reading import evaluate
 
     print(f"[ablation] {name}: scoring", flush=True)
@@ -61,6 +106,10 @@ def run_variant(name: str, overrides: list[str], args, spec, mix: Path) -> dict:
     result.update(variant=name, overrides=overrides, steps=steps, train_seconds=train_seconds)
     write_atomic(result_path, json.dumps(result, indent=2))
     return result
+
+
+def seconds(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def table(results: list[dict]) -> str:
@@ -72,7 +121,7 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
             f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
-            f"{r['text']['f1_base']:.3f} | {r['train_seconds']:.0f} |"
+            f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
         )
     return "\n".join(lines)
 
@@ -106,7 +155,9 @@ def main(argv=None) -> None:
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init", required=True, type=Path, help="the .nemo every variant starts from")
+    p.add_argument("--init", type=Path, help="the .nemo every variant starts from (specs without 'distill:')")
+    p.add_argument("--distill-train", type=Path, help="cached-target cuts for from-scratch variants (stage2/train)")
+    p.add_argument("--distill-dev", type=Path, help="cached-target dev cuts (stage2/dev)")
     p.add_argument("--train-cuts", action="append", required=True)
     p.add_argument("--asr-dev", required=True, type=Path)
     p.add_argument("--qa-dev", required=True, type=Path)
@@ -118,10 +169,12 @@ def main(argv=None) -> None:
     p.add_argument("--text-items", type=int, default=20)
     args = p.parse_args(argv)
     args.overrides = overrides
-    for path in [args.init, args.asr_dev, args.qa_dev, *map(Path, args.train_cuts), args.spec]:
-        if not Path(path).is_file():
-            raise SystemExit(f"ablation: '{path}' does not exist")
     spec = OmegaConf.load(args.spec)
+    if spec.get("distill") is None and args.init is None:
+        raise SystemExit(f"ablation: {args.spec} starts every variant from --init; give it")
+    for path in [args.init, args.distill_train, args.distill_dev, args.asr_dev, args.qa_dev, *args.train_cuts, args.spec]:
+        if path is not None and not Path(path).is_file():
+            raise SystemExit(f"ablation: '{path}' does not exist")
     variants = dict(spec.variants)
     chosen = [v for v in args.only.split(",") if v] or list(variants)
     unknown = [v for v in chosen if v not in variants]
@@ -129,17 +182,30 @@ def main(argv=None) -> None:
         raise SystemExit(f"ablation: unknown variants {unknown}; {args.spec} has {list(variants)}")
     args.out.mkdir(parents=True, exist_ok=True)
     mix = write_cut_mix(args.train_cuts, args.out / "train_mix.jsonl.gz")  # transcripts (asr) + questions (qa)
-    results = [run_variant(v, list(variants[v] or []), args, spec, mix) for v in chosen]
-    summary = {"spec": OmegaConf.to_container(spec), "init": str(args.init), "steps": args.steps or int(spec.steps),
-               "results": results}
-    write_atomic(args.out / "results.json", json.dumps(summary, indent=2))
-    md = (f"# Reading ablation\n\nAll variants start from `{args.init}` and train {summary['steps']} steps of "
-          f"{spec.batch_duration} s of audio (transcripts + spoken questions); dev WER on {args.items} "
-          f"utterances, spoken-QA on {args.items} dev items, text ability on {args.text_items} text questions.\n\n"
-          + table(results) + "\n\n![per-variant results](results.png)\n")
-    write_atomic(args.out / "results.md", md)
-    plot(results, args.out / "results.png")
-    print(md)
+    results = [run_variant(v, variants[v], args, spec, mix) for v in chosen]
+    start = (f"are distilled from scratch ({spec.distill.steps} steps of {spec.distill.batch_duration} s), then"
+             if spec.get("distill") is not None else f"start from `{args.init}` and")
+    summary = {
+        "spec_name": args.spec.stem, "spec": OmegaConf.to_container(spec), "steps": args.steps or int(spec.steps),
+        "protocol": (f"All variants {start} train {args.steps or int(spec.steps)} steps of {spec.batch_duration} s of "
+                     f"audio (transcripts + spoken questions); dev WER on {args.items} utterances, spoken-QA on "
+                     f"{args.items} dev items, text ability on {args.text_items} text questions."),
+        "results": results,
+    }
+    write_atomic(args.out / f"results_{args.spec.stem}.json", json.dumps(summary, indent=2))
+    print(write_report(args.out))
+
+
+def write_report(out: Path) -> str:
+    """``results.{json,md,png}`` over every spec run into ``out`` (``results_<spec>.json``), one table per spec."""
+    specs = [json.loads(p.read_text()) for p in sorted(out.glob("results_*.json"))]
+    write_atomic(out / "results.json", json.dumps({"specs": specs}, indent=2))
+    md = "# Ablation (issue 7)\n\n" + "".join(
+        f"## {s['spec_name']}\n\n{s['protocol']}\n\n{table(s['results'])}\n\n" for s in specs
+    ) + "![per-variant results](results.png)\n"
+    write_atomic(out / "results.md", md)
+    plot([r for s in specs for r in s["results"]], out / "results.png")
+    return md
 
 
 if __name__ == "__main__":
