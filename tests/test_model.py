@@ -6,6 +6,7 @@ import torch
 
 from nemo_aura import AuRAModel
 from nemo_aura.modules import teachers as teachers_module
+from nemo_aura.parts.restore import shared_parameter_aliases
 from nemo_aura.parts.student import decoder_of
 from nemo_aura.testing import synth_wave
 
@@ -119,6 +120,8 @@ def test_encoder_free_export(tiny_cfg, tmp_path, monkeypatch):
     restored = AuRAModel.restore_from(path, map_location="cpu")
     assert restored.teacher is None and restored.distillation is None
     assert restored.parameter_counts()["total"] == model.parameter_counts()["deployable"]
+    # restored from a memory-mapped checkpoint into an uninitialised skeleton: the tied weights stay tied
+    assert shared_parameter_aliases(restored) == shared_parameter_aliases(model) != []
 
     model.eval(), restored.eval()
     with torch.no_grad():

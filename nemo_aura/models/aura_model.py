@@ -33,6 +33,7 @@ from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
 from nemo_aura.parts import student as student_parts
 from nemo_aura.parts.registration import register_plugin_namespace
+from nemo_aura.parts.restore import MmapSaveRestoreConnector
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
@@ -79,7 +80,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             tar = student_parts.pack_llm_skeleton(llm_dir, self._work_dir)
             self.register_artifact("student.skeleton", str(tar))
         self.tokenizer = student_parts.load_tokenizer(llm_dir, self.cfg.audio_locator_tag)
-        llm = student_parts.load_llm(llm_dir, pretrained, scfg.get("dtype", "float32"))
+        # Restoring: the state dict holds every LLM weight, so the skeleton is left uninitialised (parts/restore.py).
+        skip_init = not pretrained and self._is_model_being_restored()
+        llm = student_parts.load_llm(llm_dir, pretrained, scfg.get("dtype", "float32"), skip_init=skip_init)
         if scfg.get("gradient_checkpointing", False):  # large LLMs: recompute activations in backward
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             llm.config.use_cache = False
@@ -497,6 +500,25 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         torch.save(self.patch_embedding.state_dict(), out / "patch_embedding.pt")
         OmegaConf.save(self.cfg, out / "aura_config.yaml")
         return out
+
+    @classmethod
+    def restore_from(
+        cls,
+        restore_path: str,
+        override_config_path=None,
+        map_location=None,
+        strict: bool = True,
+        return_config: bool = False,
+        save_restore_connector=None,
+        trainer: Trainer | None = None,
+        validate_access_integrity: bool = True,
+    ):
+        """``ModelPT.restore_from`` with one copy of the weights in memory (``MmapSaveRestoreConnector``)."""
+        return super().restore_from(
+            restore_path, override_config_path=override_config_path, map_location=map_location, strict=strict,
+            return_config=return_config, save_restore_connector=save_restore_connector or MmapSaveRestoreConnector(),
+            trainer=trainer, validate_access_integrity=validate_access_integrity,
+        )
 
     @classmethod
     def load_checkpoint(cls, path: str, map_location: str = "cpu") -> "AuRAModel":

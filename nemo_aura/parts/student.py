@@ -53,7 +53,15 @@ def load_tokenizer(model_dir: Path, audio_locator_tag: str) -> AutoTokenizer:
     return tokenizer
 
 
-def load_llm(model_dir: Path, pretrained_weights: bool, dtype: str = "float32") -> nn.Module:
+def load_llm(model_dir: Path, pretrained_weights: bool, dtype: str = "float32", skip_init: bool = False) -> nn.Module:
+    """The LLM from ``model_dir``; ``skip_init`` leaves a config-built skeleton uninitialised (a state dict follows)."""
+    if skip_init and not pretrained_weights:
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            llm = load_pretrained_hf(str(model_dir), pretrained_weights=False, dtype=getattr(torch, dtype))
+        llm.tie_weights()  # no_init_weights also skips the tying that post_init does
+        return llm
     return load_pretrained_hf(str(model_dir), pretrained_weights=pretrained_weights, dtype=getattr(torch, dtype))
 
 

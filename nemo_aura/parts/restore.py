@@ -1,0 +1,48 @@
+"""Restoring a ``.nemo`` with one copy of the weights in memory.
+
+NeMo's default ``SaveRestoreConnector`` builds the model (the LLM randomly initialised: every page
+written), then ``torch.load``s a second full copy of the weights and copies it in: the peak is twice
+the model and the first copy's pages stay with the process. Here the LLM skeleton is built without
+initialisation (``_setup_student`` under ``transformers``' ``no_init_weights``: its pages are never
+touched), the checkpoint is memory-mapped (``torch.load(mmap=True)``) and its tensors become the
+parameters (``load_state_dict(assign=True)``): one copy, loaded lazily from the page cache.
+"""
+from __future__ import annotations
+
+import torch
+from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+
+
+class MmapSaveRestoreConnector(SaveRestoreConnector):
+    """``SaveRestoreConnector`` that maps the weights file and assigns its tensors to the model."""
+
+    @staticmethod
+    def _load_state_dict_from_disk(model_weights, map_location="cpu"):
+        if map_location is not None and torch.device(map_location).type != "cpu":
+            return SaveRestoreConnector._load_state_dict_from_disk(model_weights, map_location=map_location)
+        return torch.load(model_weights, map_location="cpu", mmap=True, weights_only=True)
+
+    def load_instance_with_state_dict(self, instance, state_dict, strict):
+        if strict:
+            # assign=True keeps the module's requires_grad but takes the checkpoint's tensors; a strict load
+            # guarantees no uninitialised skeleton weight survives. Assigning unties shared parameters (an
+            # LLM's tied embeddings / output layer): tie them again.
+            aliases = shared_parameter_aliases(instance)
+            instance.load_state_dict(state_dict, strict=True, assign=True)
+            for alias, source in aliases:
+                owner, _, leaf = alias.rpartition(".")
+                setattr(instance.get_submodule(owner), leaf, instance.get_parameter(source))
+        else:
+            instance.load_state_dict(state_dict, strict=False)
+        instance._set_model_restore_state(is_being_restored=False)
+
+
+def shared_parameter_aliases(module: torch.nn.Module) -> list[tuple[str, str]]:
+    """(alias, source) names of parameters that are the same object as an earlier one (tied weights)."""
+    first, aliases = {}, []
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases.append((name, first[id(param)]))
+        else:
+            first[id(param)] = name
+    return aliases
