@@ -63,8 +63,10 @@ def test_results_markdown_reports_targets():
                     for n, em, f1, lat in (("topline", 0.5, 0.6, 0.2), ("aura", 0.4, 0.5, 0.3))},
         "targets": {"latency_aura_vs_topline": {"ratio": 1.5, "bound": 1.15, "op": "<=", "met": False},
                     "latency_aura_vs_bridge": None},
+        "ratios": {"first_token_aura_vs_topline": 1.25},
     }
     md = to_markdown(results)
     assert "| latency_aura_vs_topline | 1.500 | <= 1.15 | NO |" in md
     assert "| latency_aura_vs_bridge | n/a | | not measured |" in md
     assert "| aura | 0.400 | 0.500 |" in md
+    assert "aura_vs_topline 1.250" in md  # time to first token, reported next to the targets

@@ -29,6 +29,9 @@ TARGETS = {  # the issue's targets: (metric, numerator, denominator, bound, "<="
     "f1_aura_vs_topline": ("f1", "aura", "topline", 0.9, ">="),
     "f1_aura_vs_cascade": ("f1", "aura", "cascade", 1.0, ">="),
 }
+# Not targets: where the latency differences come from (front end + prefill, whatever the answer length).
+FIRST_TOKEN_RATIOS = {"first_token_aura_vs_bridge": ("aura", "bridge"), "first_token_aura_vs_cascade": ("aura", "cascade"),
+                      "first_token_aura_vs_topline": ("aura", "topline")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,6 +94,7 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         entry = {"scores": {s: score_set(args.out / name / f"{s}.predictions.jsonl") for s in set_names}}
         timed = w["sets"][set_names[0]]
         entry.update(latency_median_s=timed["latency_median_s"], latency_p90_s=timed["latency_p90_s"],
+                     first_token_median_s=timed.get("first_token_median_s"),
                      peak_rss_mib=w["peak_rss_mib"], rss_after_imports_mib=w["rss_after_imports_mib"],
                      model_rss_mib=w["peak_rss_mib"] - w["rss_after_imports_mib"], load_seconds=w["load_seconds"],
                      sweep=w.get("sweep", []))
@@ -111,6 +115,9 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         results["ratios"][key] = r
         results["targets"][key] = None if r is None else {"ratio": r, "bound": bound, "op": op,
                                                           "met": r <= bound if op == "<=" else r >= bound}
+    for key, (num, den) in FIRST_TOKEN_RATIOS.items():
+        if num in systems and den in systems:
+            results["ratios"][key] = ratio(systems[num]["first_token_median_s"], systems[den]["first_token_median_s"])
     if "aura" in systems and "topline" in systems:
         results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems["topline"]["scores"][s]["f1"])
                                       for s in set_names}
@@ -129,19 +136,29 @@ def text_agreement(adapter_dir: Path, base_dir: Path, set_name: str) -> dict:
             "f1_base": sum(token_f1(b[r["id"]]["answer"], r["answers"]) for r in a) / len(a)}
 
 
+def seconds(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def to_markdown(results: dict) -> str:
     sets = results["sets"]
-    head = "| system | " + " | ".join(f"{s} EM | {s} F1" for s in sets) + " | WER | latency median (s) | p90 (s) | peak RSS (MiB) | model RSS (MiB) |"
+    head = "| system | " + " | ".join(f"{s} EM | {s} F1" for s in sets) + " | WER | latency median (s) | p90 (s) | first token (s) | peak RSS (MiB) | model RSS (MiB) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in results["systems"].items():
         scores = " | ".join(f"{s['scores'][x]['exact_match']:.3f} | {s['scores'][x]['f1']:.3f}" for x in sets)
         w = s["scores"][sets[0]].get("wer")
         lines.append(f"| {name} | {scores} | {'' if w is None else f'{w:.3f}'} | {s['latency_median_s']:.3f} | "
-                     f"{s['latency_p90_s']:.3f} | {s['peak_rss_mib']:.0f} | {s['model_rss_mib']:.0f} |")
+                     f"{s['latency_p90_s']:.3f} | {seconds(s.get('first_token_median_s'))} | {s['peak_rss_mib']:.0f} | "
+                     f"{s['model_rss_mib']:.0f} |")
     lines += ["", "| target | ratio | bound | met |", "|---|---|---|---|"]
     for key, t in results["targets"].items():
         lines.append(f"| {key} | n/a | | not measured |" if t is None else
                      f"| {key} | {t['ratio']:.3f} | {t['op']} {t['bound']} | {'yes' if t['met'] else 'NO'} |")
+    ratios = results.get("ratios", {})
+    first = {k: ratios[k] for k in FIRST_TOKEN_RATIOS if ratios.get(k) is not None}
+    if first:
+        lines += ["", "Time to the first answer token (front end + prefill; not a target): " +
+                  ", ".join(f"{k.removeprefix('first_token_')} {v:.3f}" for k, v in first.items())]
     if "text_speech_gap" in results:
         lines += ["", "Text-speech gap (AuRA F1 / topline F1): " +
                   ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in results["text_speech_gap"].items())]
@@ -185,7 +202,11 @@ def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
     for key, label, name in (("latency_median_s", "median latency per item (s)", "latency.png"),
                              ("peak_rss_mib", "peak RSS (MiB)", "memory.png")):
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar(names, [systems[n][key] for n in names], color="tab:gray")
+        ax.bar(names, [systems[n][key] for n in names], color="tab:gray", label="whole answer")
+        if key == "latency_median_s" and all(systems[n].get("first_token_median_s") is not None for n in names):
+            ax.bar(names, [systems[n]["first_token_median_s"] for n in names], 0.5, color="tab:blue",
+                   label="first token (front end + prefill)")
+            ax.legend(fontsize=8)
         ax.set_ylabel(label)
         save(fig, name)
 
