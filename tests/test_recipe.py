@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +78,27 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in reading)
     assert (exp / "ablation" / "results.png").stat().st_size > 0
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
+
+    # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
+    spec = tmp_path / "architecture_tiny.yaml"
+    spec.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\ndistill: {steps: 3, batch_duration: 10}\n"
+                    "variants:\n  scratch_baseline: []\n")
+    lhotse_dir = exp / "stage1" / "lhotse"
+    arch = subprocess.run(
+        [sys.executable, str(ROOT / "recipes/aura/local/ablation.py"), "--spec", str(spec),
+         "--distill-train", str(exp / "stage2/train/cuts.jsonl.gz"), "--distill-dev", str(exp / "stage2/dev/cuts.jsonl.gz"),
+         "--train-cuts", str(lhotse_dir / "distill_train_cuts.jsonl.gz"), "--train-cuts", str(lhotse_dir / "qa_train_cuts.jsonl.gz"),
+         "--asr-dev", str(lhotse_dir / "distill_dev_cuts.jsonl.gz"), "--qa-dev", str(lhotse_dir / "qa_dev_cuts.jsonl.gz"),
+         "--out", str(exp / "ablation"), "--items", "4", "--text-items", "2",
+         "--", "model=aura_tiny", f"model.student.pretrained_path={tmp_path / 'models' / 'tiny-llm'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert arch.returncode == 0, arch.stdout[-3000:] + arch.stderr[-3000:]
+    specs = {s["spec_name"]: s for s in json.loads((exp / "ablation" / "results.json").read_text())["specs"]}
+    assert set(specs) == {"reading", "architecture_tiny"}
+    scratch = specs["architecture_tiny"]["results"][0]
+    assert -1.0 <= scratch["distill"]["mean_cos"] <= 1.0 and scratch["train_seconds"] > 0
+    assert (exp / "ablation" / "scratch_baseline" / "distilled.nemo").exists()
+    assert "## architecture_tiny" in (exp / "ablation" / "results.md").read_text()
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",

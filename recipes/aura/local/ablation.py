@@ -104,6 +104,10 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
     print(f"[ablation] {name}: scoring", flush=True)
     result = evaluate(str(nemo), str(args.asr_dev), str(args.qa_dev), args.items, args.text_items)
     result.update(variant=name, overrides=overrides, steps=steps, train_seconds=train_seconds)
+    if from_scratch:  # phase 1's own measure: dev cosine of the student's layers to the teacher's
+        after = json.loads((vdir / "distill" / "validation_after.json").read_text())
+        cos = [v for k, v in sorted(after.items(), key=lambda kv: kv[0]) if k.startswith("val_distill_cos_layer")]
+        result["distill"] = {"mean_cos": sum(cos) / len(cos), "per_layer_cos": after}
     write_atomic(result_path, json.dumps(result, indent=2))
     return result
 
@@ -114,12 +118,14 @@ def seconds(value) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| variant | overrides | dev WER | dev QA EM | dev QA F1 | text identical | text F1 (adapted / base) | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | overrides | distill dev cos | dev WER | dev QA EM | dev QA F1 | text identical | "
+        "text F1 (adapted / base) | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        cos = f"{r['distill']['mean_cos']:.3f}" if r.get("distill") else "-"
         lines.append(
-            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
+            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {cos} | {r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
             f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
             f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
         )
