@@ -84,14 +84,17 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     spec.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\ndistill: {steps: 3, batch_duration: 10}\n"
                     "variants:\n  scratch_baseline: []\n")
     lhotse_dir = exp / "stage1" / "lhotse"
-    arch = subprocess.run(
-        [sys.executable, str(ROOT / "recipes/aura/local/ablation.py"), "--spec", str(spec),
-         "--distill-train", str(exp / "stage2/train/cuts.jsonl.gz"), "--distill-dev", str(exp / "stage2/dev/cuts.jsonl.gz"),
-         "--train-cuts", str(lhotse_dir / "distill_train_cuts.jsonl.gz"), "--train-cuts", str(lhotse_dir / "qa_train_cuts.jsonl.gz"),
-         "--asr-dev", str(lhotse_dir / "distill_dev_cuts.jsonl.gz"), "--qa-dev", str(lhotse_dir / "qa_dev_cuts.jsonl.gz"),
-         "--out", str(exp / "ablation"), "--items", "4", "--text-items", "2",
-         "--", "model=aura_tiny", f"model.student.pretrained_path={tmp_path / 'models' / 'tiny-llm'}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+    def ablation(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "recipes/aura/local/ablation.py"), *args,
+               "--distill-train", str(exp / "stage2/train/cuts.jsonl.gz"), "--distill-dev", str(exp / "stage2/dev/cuts.jsonl.gz"),
+               "--train-cuts", str(lhotse_dir / "distill_train_cuts.jsonl.gz"), "--train-cuts", str(lhotse_dir / "qa_train_cuts.jsonl.gz"),
+               "--asr-dev", str(lhotse_dir / "distill_dev_cuts.jsonl.gz"), "--qa-dev", str(lhotse_dir / "qa_dev_cuts.jsonl.gz"),
+               "--out", str(exp / "ablation"), "--items", "4", "--text-items", "2",
+               "--", "model=aura_tiny", f"model.student.pretrained_path={tmp_path / 'models' / 'tiny-llm'}"]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+    arch = ablation("--spec", str(spec))
     assert arch.returncode == 0, arch.stdout[-3000:] + arch.stderr[-3000:]
     specs = {s["spec_name"]: s for s in json.loads((exp / "ablation" / "results.json").read_text())["specs"]}
     assert set(specs) == {"reading", "architecture_tiny"}
@@ -99,6 +102,11 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert -1.0 <= scratch["distill"]["mean_cos"] <= 1.0 and scratch["train_seconds"] > 0
     assert (exp / "ablation" / "scratch_baseline" / "distilled.nemo").exists()
     assert "## architecture_tiny" in (exp / "ablation" / "results.md").read_text()
+    # A later run of one variant (--only) keeps the spec's other finished variants in its table.
+    rerun = ablation("--init", str(exp / "stage3" / "aura_distilled.nemo"), "--only", "baseline")
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    specs = {s["spec_name"]: s for s in json.loads((exp / "ablation" / "results.json").read_text())["specs"]}
+    assert [r["variant"] for r in specs["reading"]["results"]] == ["baseline", "vocab_ctc", "audio_only_lora"]
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",

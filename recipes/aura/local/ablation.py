@@ -117,15 +117,16 @@ def seconds(value) -> str:
 
 
 def table(results: list[dict]) -> str:
+    distilled = any(r.get("distill") for r in results)  # from-scratch specs: phase 1's dev cosine
     lines = [
-        "| variant | overrides | distill dev cos | dev WER | dev QA EM | dev QA F1 | text identical | "
-        "text F1 (adapted / base) | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | overrides | " + ("distill dev cos | " if distilled else "") + "dev WER | dev QA EM | dev QA F1 | "
+        "text identical | text F1 (adapted / base) | train s |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if distilled else ""),
     ]
     for r in results:
-        cos = f"{r['distill']['mean_cos']:.3f}" if r.get("distill") else "-"
+        cos = (f"{r['distill']['mean_cos']:.3f} | " if r.get("distill") else "- | ") if distilled else ""
         lines.append(
-            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {cos} | {r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
+            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {cos}{r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
             f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
             f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
         )
@@ -188,7 +189,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"ablation: unknown variants {unknown}; {args.spec} has {list(variants)}")
     args.out.mkdir(parents=True, exist_ok=True)
     mix = write_cut_mix(args.train_cuts, args.out / "train_mix.jsonl.gz")  # transcripts (asr) + questions (qa)
-    results = [run_variant(v, variants[v], args, spec, mix) for v in chosen]
+    ran = {v: run_variant(v, variants[v], args, spec, mix) for v in chosen}
+    # variants of this spec finished by an earlier (e.g. --only) run stay in its table
+    results = [ran[v] if v in ran else json.loads((args.out / v / "eval.json").read_text())
+               for v in variants if v in ran or (args.out / v / "eval.json").exists()]
     start = (f"are distilled from scratch ({spec.distill.steps} steps of {spec.distill.batch_duration} s), then"
              if spec.get("distill") is not None else f"start from `{args.init}` and")
     summary = {

@@ -9,7 +9,7 @@ data_preset=default                         # stage 1: recipes/aura/local/prepar
 cache_batch_size=8                          # stage 2
 bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
 distill_overrides=""                        # stage 3: extra Hydra overrides
-aura_levers=""                               # stage 5, AuRA only: reading levers (set from the stage-7 ablation)
+aura_levers="model.loss.text_teacher_weight=1.0 model.audio_span={lora:audio}"   # stage 5, AuRA only: the stage-7 ablation's best dev QA F1 (kl_audio_only_lora; text kept by construction)
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA and bridge QA
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
