@@ -1,7 +1,7 @@
 """Does a model *read* its audio? Dev transcription WER, spoken-QA EM/F1, and text ability kept (issue 7).
 
     python -m nemo_aura.scoring.reading --nemo model.nemo --asr-cuts dev.jsonl.gz --qa-cuts qa_dev.jsonl.gz \
-        --llm-dir exp/models/smollm2-135m-instruct --out eval.json [--items 40]
+        --out eval.json [--items 40] [--text-items 20]
 
 Text ability: the model's LLM with its adapters answers the text questions (no audio) and is compared with the
 base LLM (the same weights, adapters disabled): the share of identical answers and both F1s.
@@ -23,19 +23,12 @@ from nemo_aura.scoring.metrics import exact_match, token_f1, wer
 from nemo_aura.scoring.systems import TextAnswerer, text_message
 
 
-def _batches(seq: list, size: int):
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
-
-
 def transcription_wer(model, cuts_path: str, limit: int, batch_size: int = 8, max_new_tokens: int = 48) -> dict:
-    cuts = list(CutSet.from_file(cuts_path))[:limit]
+    cuts = [c if c.sampling_rate == model.sample_rate else c.resample(model.sample_rate)
+            for c in CutSet.from_file(cuts_path).subset(first=limit)]
     refs = [cut_transcript(c) for c in cuts]
-    hyps = []
-    for chunk in _batches(cuts, batch_size):
-        audio = [torch.from_numpy(c.resample(model.sample_rate).load_audio()[0]) if c.sampling_rate != model.sample_rate
-                 else torch.from_numpy(c.load_audio()[0]) for c in chunk]
-        hyps += model.generate(audio, task="asr", max_new_tokens=max_new_tokens, batch_size=batch_size)
+    audio = [torch.from_numpy(c.load_audio()[0]) for c in cuts]
+    hyps = model.generate(audio, task="asr", max_new_tokens=max_new_tokens, batch_size=batch_size)  # chunks itself
     return {"wer": wer(hyps, refs), "items": len(refs), "examples": [{"ref": r, "hyp": h} for r, h in zip(refs[:5], hyps[:5])]}
 
 

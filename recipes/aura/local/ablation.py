@@ -106,7 +106,7 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
     result.update(variant=name, overrides=overrides, steps=steps, train_seconds=train_seconds)
     if from_scratch:  # phase 1's own measure: dev cosine of the student's layers to the teacher's
         after = json.loads((vdir / "distill" / "validation_after.json").read_text())
-        cos = [v for k, v in sorted(after.items(), key=lambda kv: kv[0]) if k.startswith("val_distill_cos_layer")]
+        cos = [v for k, v in after.items() if k.startswith("val_distill_cos_layer")]
         result["distill"] = {"mean_cos": sum(cos) / len(cos), "per_layer_cos": after}
     write_atomic(result_path, json.dumps(result, indent=2))
     return result
