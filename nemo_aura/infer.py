@@ -14,7 +14,6 @@ succeeded (failures are listed in the summary and the output), 1 if every item f
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from nemo_aura.parts.manifest import json_lines, resolve_audio
+from nemo_aura.parts.files import write_jsonl_atomic
 
 TASKS = ("qa", "asr", "question")
 
@@ -107,13 +107,7 @@ def _message(model, item: dict, task: str) -> str:
 
 
 def write_output(items: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        for it in items:
-            row = {k: v for k, v in it.items() if k != "_line"}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, ({k: v for k, v in it.items() if k != "_line"} for it in items))
 
 
 def run(cfg: InferConfig) -> dict:

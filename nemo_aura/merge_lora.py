@@ -9,8 +9,9 @@ the patch embedding beside it.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from nemo_aura.parts.files import atomic_path
 
 
 def merge_file(src: str, dst: str, hf_dir: str | None = None) -> Path:
@@ -20,9 +21,8 @@ def merge_file(src: str, dst: str, hf_dir: str | None = None) -> Path:
         raise FileNotFoundError(f"'{src}' does not exist")
     model = AuRAModel.restore_from(src, map_location="cpu").eval().merge_lora()
     dst = Path(dst)
-    tmp = dst.with_name(dst.stem + ".tmp.nemo")
-    model.save_to(str(tmp))
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        model.save_to(str(tmp))
     if hf_dir:
         model.save_hf(hf_dir)
     return dst

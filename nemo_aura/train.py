@@ -9,8 +9,6 @@ training are written to ``<report.dir>/validation_{before,after}.json``.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from lightning.pytorch import Trainer, seed_everything
@@ -22,6 +20,7 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 
 from nemo_aura.models.aura_model import AuRAModel
+from nemo_aura.parts.files import atomic_path, write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -67,13 +66,6 @@ def metrics_to_json(metrics: list[dict]) -> dict:
     return {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def train(cfg: DictConfig) -> AuRAModel:
     OmegaConf.resolve(cfg)
     seed_everything(cfg.get("seed", 0), workers=True)
@@ -86,14 +78,13 @@ def train(cfg: DictConfig) -> AuRAModel:
     resuming = trainer.ckpt_path is not None
     before = report_dir / "validation_before.json"
     if cfg.report.get("validate_before", True) and not resuming and not before.exists():
-        write_json_atomic(before, metrics_to_json(trainer.validate(model)))
+        write_json_atomic(before, metrics_to_json(trainer.validate(model)), sort_keys=True)
     trainer.fit(model, ckpt_path=trainer.ckpt_path)
-    write_json_atomic(report_dir / "validation_after.json", metrics_to_json(trainer.validate(model)))
+    write_json_atomic(report_dir / "validation_after.json", metrics_to_json(trainer.validate(model)), sort_keys=True)
     if cfg.report.get("save_nemo"):
         out = Path(cfg.report.save_nemo)
-        tmp = out.with_name(out.stem + ".tmp.nemo")
-        model.save_to(str(tmp))
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            model.save_to(str(tmp))
         logging.info(f"saved {out}")
     return model
 

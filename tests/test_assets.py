@@ -1,6 +1,5 @@
 """The offline model converters, on small synthetic files whose tensors are known (no packages, no downloads)."""
 import json
-import struct
 
 import numpy as np
 import pytest

@@ -126,6 +126,47 @@ def test_audio_only_lora_keeps_text_answers_identical_to_the_base_llm(tiny_cfg, 
         model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True)
 
 
+def test_audio_only_lora_skips_the_adapter_math_on_calls_without_audio(tiny_cfg, tmp_path):
+    """Decode steps and text-only chats hold no audio position: the LoRA matmuls are skipped (not computed and
+    zeroed), a caller's disable_adapter() is respected, and a call that raised leaves the adapters usable."""
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.audio_span = {"lora": "audio"}
+    model = AuRAModel(tiny_cfg).eval()
+    calls = []
+    lora_a = [m for n, m in model.llm.named_modules() if n.endswith("lora_A.default")]
+    for m in lora_a:
+        m.register_forward_hook(lambda *_: calls.append(1))
+    batch = qa_batch(model, tmp_path)
+    inputs = model.embed_audio_and_text(batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"])
+
+    def lora_calls(fn) -> int:
+        calls.clear()
+        with torch.no_grad():
+            fn()
+        return len(calls)
+
+    def with_audio():
+        return model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True, inputs["audio_mask"])[1]
+
+    def text_only():
+        return model.llm(input_ids=batch["transcript_ids"][:1]).logits
+
+    assert lora_calls(text_only) == 0
+    assert lora_calls(with_audio) == len(lora_a)
+    with model.llm.disable_adapter():
+        assert lora_calls(with_audio) == 0
+    assert lora_calls(with_audio) == len(lora_a)
+    layer = model.llm.get_base_model().model.layers[-1]
+    handle = layer.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        text_only()
+    handle.remove()
+    assert lora_calls(with_audio) == len(lora_a)
+    with model.audio_span.positions(torch.zeros_like(inputs["audio_mask"])):  # a mask with no audio: text only
+        assert lora_calls(lambda: model.llm(inputs_embeds=inputs["inputs_embeds"])) == 0
+
+
 @pytest.mark.parametrize("audio_span", [{"lora": "audio"}, {"attention": "bidirectional"}, {"lora": "audio", "attention": "bidirectional"}])
 def test_generation_with_audio_span_settings_matches_a_full_forward(tiny_cfg, tmp_path, audio_span):
     """Greedy tokens from the KV-cached prefill path equal argmax decoding by full forwards (no cache)."""

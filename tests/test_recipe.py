@@ -2,13 +2,13 @@
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from nemo_aura.data.corpus import PRESETS
 from nemo_aura.data.tts import espeak_available
@@ -65,6 +65,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert n_test > 0 and all(results["systems"][s]["scores"]["test"]["items"] == n_test for s in results["systems"])
     assert all((exp / "stage6" / p).stat().st_size > 0 for p in results["plots"])
     assert "| target | ratio | bound | met |" in (exp / "stage6" / "results.md").read_text()
+    for name, s in results["systems"].items():  # answer lengths are counted; memory phases kept apart
+        rows = [json.loads(x) for x in (exp / "stage6" / name / "test.predictions.jsonl").read_text().splitlines()]
+        assert all(0 <= r["answer_tokens"] <= results["max_new_tokens"] for r in rows)
+        assert all(r["answer"] == "" for r in rows if r["answer_tokens"] == 0)
+        assert s["answer_tokens_median"] == statistics.median(r["answer_tokens"] for r in rows)
+        assert s["peak_rss_mib"] > 0 and s["peak_rss_sweep_mib"] > 0
+    assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
 
     # stage 7 (optional): the reading ablation, three variants on the tiny preset
     out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")
@@ -76,13 +83,14 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert set(by_name) == {"baseline", "vocab_ctc", "audio_only_lora"}
     assert by_name["audio_only_lora"]["text"]["identical"] == 1.0  # text-only answers = the base LLM's
     assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in reading)
+    assert all(r["asr"]["wer_mismatched"] >= 0 and 0 < r["asr"]["distinct_hypotheses"] <= 1 for r in reading)
     assert (exp / "ablation" / "results.png").stat().st_size > 0
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
 
     # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
     spec = tmp_path / "architecture_tiny.yaml"
     spec.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\ndistill: {steps: 3, batch_duration: 10}\n"
-                    "variants:\n  scratch_baseline: []\n")
+                    "variants:\n  scratch_baseline: []\n  scratch_x2: {overrides: [], steps_factor: 2}\n")
     lhotse_dir = exp / "stage1" / "lhotse"
 
     def ablation(*args: str) -> subprocess.CompletedProcess:
@@ -102,6 +110,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert -1.0 <= scratch["distill"]["mean_cos"] <= 1.0 and scratch["train_seconds"] > 0
     assert (exp / "ablation" / "scratch_baseline" / "distilled.nemo").exists()
     assert "## architecture_tiny" in (exp / "ablation" / "results.md").read_text()
+    assert [r["steps"] for r in specs["architecture_tiny"]["results"]] == [2, 4]  # steps_factor: a larger budget
+    assert "| scratch_x2 | - | 4 |" in (exp / "ablation" / "results.md").read_text()
     # A later run of one variant (--only) keeps the spec's other finished variants in its table.
     rerun = ablation("--init", str(exp / "stage3" / "aura_distilled.nemo"), "--only", "baseline")
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]

@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from nemo_aura.testing import write_tiny_cuts

@@ -22,6 +22,7 @@ import numpy as np
 
 from nemo_aura.data.tts import SAMPLE_RATE, VoiceSpec
 from nemo_aura.data.tts import synthesize as tts_synthesize
+from nemo_aura.parts.files import write_jsonl_atomic
 
 __all__ = ["UtteranceSpec", "VoiceSpec", "CorpusPreset", "PRESETS", "collect_texts", "make_qa_items",
            "assign_voices", "plan_corpus", "synthesize", "to_cut", "write_manifests"]
@@ -359,8 +360,6 @@ def write_manifests(cuts_by_name: dict[str, list], out_dir: Path) -> dict[str, P
             _write_reproducible_gz(manifest, final)
             written[f"{name}_{kind}"] = final
         final = out_dir / "nemo" / f"{name}.json"
-        tmp = final.with_name(f".{name}.tmp.json")
-        tmp.write_text("".join(json.dumps(nemo_entry(c)) + "\n" for c in cutset))
-        os.replace(tmp, final)
+        write_jsonl_atomic(final, (nemo_entry(c) for c in cutset))
         written[f"{name}_nemo"] = final
     return written

@@ -90,7 +90,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         """
         rows = self.generate_ids(audio, audio_lens, prompts, task, contexts, max_new_tokens, questions=questions,
                                  batch_size=batch_size, sample_rate=sample_rate, **generation_kwargs)
-        return [self._decode(r) for r in rows]
+        return [self.decode_ids(r) for r in rows]
 
     @torch.no_grad()
     def generate_ids(
@@ -167,10 +167,12 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             out = self.llm(
                 inputs_embeds=inputs["inputs_embeds"][:, :-1], position_ids=positions, use_cache=True,
                 attention_mask=self.audio_span.attention_mask(attn, audio_mask, self.llm.config),
+                logits_to_keep=1,  # only the cache is used: no (prompt length x vocabulary) logits
             )
         return out.past_key_values
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode_ids(self, ids: list[int]) -> str:
+        """Text of generated token ids (special tokens dropped)."""
         return self.tokenizer.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def _messages(self, n: int, prompts, task: str, contexts, questions) -> list[str]:
@@ -293,7 +295,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _transcribe_output_processing(self, outputs: dict, trcfg: TranscribeConfig) -> list[Hypothesis]:
         return [
-            Hypothesis(score=score or 0.0, y_sequence=torch.tensor(ids, dtype=torch.long), text=self._decode(ids),
+            Hypothesis(score=score or 0.0, y_sequence=torch.tensor(ids, dtype=torch.long), text=self.decode_ids(ids),
                        length=len(ids))
             for ids, score in outputs["outputs"]
         ]

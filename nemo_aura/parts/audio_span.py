@@ -37,14 +37,19 @@ class AudioSpan:
             raise ValueError(f"audio_span.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         self._mask: Tensor | None = None
         self._handles = []
+        self._has_audio = False
+        self._switched_off: set[int] = set()
         if self.lora_scope == "audio":
             if _uses_checkpointing(llm):
                 raise ValueError("audio_span.lora: audio does not support gradient checkpointing yet (recomputed "
                                  "layers would not see the audio positions); turn one of them off")
-            gates = [lin for m in llm.modules() if hasattr(m, "lora_B") for lin in m.lora_B.values()]
+            layers = [m for m in llm.modules() if hasattr(m, "lora_B")]
+            gates = [lin for m in layers for lin in m.lora_B.values()]
             if not gates:
                 raise ValueError("audio_span.lora: audio needs LoRA adapters on the LLM (cfg.lora is empty)")
             self._handles = [lin.register_forward_hook(self._gate) for lin in gates]
+            self._handles += [m.register_forward_pre_hook(self._skip_lora_without_audio) for m in layers]
+            self._handles += [m.register_forward_hook(self._restore_lora) for m in layers]
 
     @property
     def needs_positions(self) -> bool:
@@ -54,11 +59,30 @@ class AudioSpan:
     @contextmanager
     def positions(self, audio_mask: Tensor | None):
         """Within the block, LLM calls cover exactly the positions of ``audio_mask`` (B, T); None = text only."""
-        saved, self._mask = self._mask, audio_mask
+        saved = self._mask, self._has_audio
+        self._mask, self._has_audio = audio_mask, audio_mask is not None and bool(audio_mask.any())
         try:
             yield
         finally:
-            self._mask = saved
+            self._mask, self._has_audio = saved
+
+    def _skip_lora_without_audio(self, layer: nn.Module, args) -> None:
+        """A call with no audio position gets no LoRA delta anyway: turn the layer's adapter off for this call
+        instead of computing and zeroing it (every decode step is such a call). Only peft's switch is set;
+        ``enable_adapters()`` would also flip ``requires_grad``. An adapter the caller disabled stays disabled."""
+        ours = id(layer) in self._switched_off  # still set if the last call raised before its post-hook
+        if layer._disable_adapters and not ours:
+            return
+        layer._disable_adapters = not self._has_audio
+        if self._has_audio:
+            self._switched_off.discard(id(layer))
+        else:
+            self._switched_off.add(id(layer))
+
+    def _restore_lora(self, layer: nn.Module, args, output) -> None:
+        if id(layer) in self._switched_off:
+            layer._disable_adapters = False
+            self._switched_off.discard(id(layer))
 
     def _gate(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
         if self._mask is None:

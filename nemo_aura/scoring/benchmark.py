@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from nemo_aura.scoring.metrics import exact_match, token_f1, wer
+from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
 
 ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
 TARGETS = {  # the targets: (metric, numerator, denominator, bound, "<=" | ">=")
@@ -95,9 +95,13 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         timed = w["sets"][set_names[0]]
         entry.update(latency_median_s=timed["latency_median_s"], latency_p90_s=timed["latency_p90_s"],
                      first_token_median_s=timed.get("first_token_median_s"),
+                     answer_tokens_median=timed.get("answer_tokens_median"),
+                     answers_at_token_limit=timed.get("answers_at_token_limit"),
+                     seconds_per_token_median=timed.get("seconds_per_token_median"),
                      peak_rss_mib=w["peak_rss_mib"], rss_after_imports_mib=w["rss_after_imports_mib"],
                      model_rss_mib=w["peak_rss_mib"] - w["rss_after_imports_mib"], load_seconds=w["load_seconds"],
-                     sweep=w.get("sweep", []))
+                     peak_rss_transcribing_mib=w.get("peak_rss_transcribing_mib"),
+                     peak_rss_sweep_mib=w.get("peak_rss_sweep_mib"), sweep=w.get("sweep", []))
         results["systems"][name] = entry
     systems = results["systems"]
 
@@ -140,16 +144,23 @@ def seconds(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def mib(value) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
 def to_markdown(results: dict) -> str:
     sets = results["sets"]
-    head = "| system | " + " | ".join(f"{s} EM | {s} F1" for s in sets) + " | WER | latency median (s) | p90 (s) | first token (s) | peak RSS (MiB) | model RSS (MiB) |"
+    head = ("| system | " + " | ".join(f"{s} EM | {s} F1" for s in sets) + " | WER | latency median (s) | p90 (s) | "
+            "first token (s) | answer tokens | s/token | peak RSS (MiB) | model RSS (MiB) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in results["systems"].items():
         scores = " | ".join(f"{s['scores'][x]['exact_match']:.3f} | {s['scores'][x]['f1']:.3f}" for x in sets)
         w = s["scores"][sets[0]].get("wer")
+        tokens = s.get("answer_tokens_median")
         lines.append(f"| {name} | {scores} | {'' if w is None else f'{w:.3f}'} | {s['latency_median_s']:.3f} | "
-                     f"{s['latency_p90_s']:.3f} | {seconds(s.get('first_token_median_s'))} | {s['peak_rss_mib']:.0f} | "
-                     f"{s['model_rss_mib']:.0f} |")
+                     f"{s['latency_p90_s']:.3f} | {seconds(s.get('first_token_median_s'))} | "
+                     f"{'' if tokens is None else f'{tokens:g}'} | {seconds(s.get('seconds_per_token_median'))} | "
+                     f"{s['peak_rss_mib']:.0f} | {s['model_rss_mib']:.0f} |")
     lines += ["", "| target | ratio | bound | met |", "|---|---|---|---|"]
     for key, t in results["targets"].items():
         lines.append(f"| {key} | n/a | | not measured |" if t is None else
@@ -167,7 +178,15 @@ def to_markdown(results: dict) -> str:
         lines.append(f"Text ability with the AuRA adapter: identical answers {t['identical_answers']:.1%}, "
                      f"F1 {t['f1_with_adapter']:.3f} vs base {t['f1_base']:.3f}")
     lines += ["", f"Latency: batch 1, greedy, max_new_tokens={results['max_new_tokens']}, median over the "
-              f"'{results['timed_set']}' items after warm-up; each system in its own process, one after another."]
+              f"'{results['timed_set']}' items after warm-up; each system in its own process, one after another. "
+              "Answer tokens: median generated per answer; s/token: median (latency - first token) / (tokens - 1). "
+              "Peak RSS: loading + answering the items (the compared figure); model RSS = peak - RSS after imports."]
+    phases = [(n, s) for n, s in results["systems"].items()
+              if s.get("peak_rss_transcribing_mib") is not None or s.get("peak_rss_sweep_mib") is not None]
+    if phases:
+        lines += ["", "| system | peak RSS answering (MiB) | transcribing for WER (MiB) | long-audio sweep (MiB) |", "|---|---|---|---|"]
+        lines += [f"| {n} | {s['peak_rss_mib']:.0f} | {mib(s.get('peak_rss_transcribing_mib'))} | {mib(s.get('peak_rss_sweep_mib'))} |"
+                  for n, s in phases]
     return "\n".join(lines) + "\n"
 
 
@@ -184,10 +203,9 @@ def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
 
     def save(fig, name):
         fig.tight_layout()
-        tmp = out / f"tmp-{name}"
-        fig.savefig(tmp, dpi=120, format="png")
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
         plt.close(fig)
-        os.replace(tmp, out / name)
         written.append(name)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -245,10 +263,8 @@ def main(argv=None) -> dict:
         workers[name] = run_worker(name, args, paths)
     results = aggregate(workers, args)
     results["plots"] = plot(results, args.out, args.distill_report)
-    for name, text in (("results.json", json.dumps(results, indent=2)), ("results.md", to_markdown(results))):
-        tmp = args.out / f"{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, args.out / name)
+    write_json_atomic(args.out / "results.json", results)
+    write_text_atomic(args.out / "results.md", to_markdown(results))
     print((args.out / "results.md").read_text())
     return results
 

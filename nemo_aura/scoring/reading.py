@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import torch
 from lhotse import CutSet
 
 from nemo_aura.data.dataset import cut_transcript
+from nemo_aura.parts.files import write_json_atomic
 from nemo_aura.scoring.items import load_items
 from nemo_aura.scoring.metrics import exact_match, token_f1, wer
 from nemo_aura.scoring.systems import TextAnswerer, text_message
@@ -29,7 +28,11 @@ def transcription_wer(model, cuts_path: str, limit: int, batch_size: int = 8, ma
     refs = [cut_transcript(c) for c in cuts]
     audio = [torch.from_numpy(c.load_audio()[0]) for c in cuts]
     hyps = model.generate(audio, task="asr", max_new_tokens=max_new_tokens, batch_size=batch_size)  # chunks itself
-    return {"wer": wer(hyps, refs), "items": len(refs), "examples": [{"ref": r, "hyp": h} for r, h in zip(refs[:5], hyps[:5])]}
+    out = {"wer": wer(hyps, refs), "items": len(refs), "examples": [{"ref": r, "hyp": h} for r, h in zip(refs[:5], hyps[:5])],
+           "distinct_hypotheses": len(set(hyps)) / max(len(hyps), 1), "hyps": hyps}
+    if len(refs) > 1:  # does the output depend on the audio? the same hypotheses scored against other utterances
+        out["wer_mismatched"] = wer(hyps, refs[1:] + refs[:1])
+    return out
 
 
 def spoken_qa(model, cuts_path: str, limit: int, max_new_tokens: int = 24) -> dict:
@@ -90,11 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = evaluate(args.nemo, args.asr_cuts, args.qa_cuts, args.items, args.text_items)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    write_json_atomic(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1)[:2000])
 
 

@@ -55,7 +55,8 @@ class TextAnswerer:
         return cls(llm, tokenizer, prompt_format, sorted(stops), int(pad))
 
     @torch.no_grad()
-    def answer(self, message: str, max_new_tokens: int) -> str:
+    def answer_ids(self, message: str, max_new_tokens: int) -> list[int]:
+        """Greedy answer token ids, cut at the first stop token."""
         ids = self.formatter.encode_dialog([{"role": "user", "slots": {"message": message}}])["input_ids"][None]
         out = self.llm.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
@@ -63,19 +64,30 @@ class TextAnswerer:
         )[0, ids.shape[1]:].tolist()
         for i, t in enumerate(out):
             if t in self.stop_ids:
-                out = out[:i]
-                break
-        return self.tokenizer.tokenizer.decode(out, skip_special_tokens=True).strip()
+                return out[:i]
+        return out
+
+    def answer(self, message: str, max_new_tokens: int) -> str:
+        return self.decode(self.answer_ids(message, max_new_tokens))
+
+    def answer_with_length(self, message: str, max_new_tokens: int) -> dict:
+        """{"answer": text, "answer_tokens": how many tokens were generated} (the latency depends on it)."""
+        ids = self.answer_ids(message, max_new_tokens)
+        return {"answer": self.decode(ids), "answer_tokens": len(ids)}
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 class System:
-    """``answer(item, audio)`` -> {"answer": str, optional "transcript": str}; ``audio`` is 16 kHz mono."""
+    """``answer(item, audio)`` -> {"answer", "answer_tokens", optional "transcript"}; ``audio`` is 16 kHz mono."""
 
     name: str
     uses_audio = True
     sample_rate = 16000
 
     def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
+        """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
         raise NotImplementedError
 
     def transcribe(self, audio: np.ndarray) -> str | None:
@@ -90,7 +102,7 @@ class Topline(System):
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
 
     def answer(self, item, audio, max_new_tokens):
-        return {"answer": self.llm.answer(text_message(item.question, item.context), max_new_tokens)}
+        return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)
 
 
 class Cascade(System):
@@ -105,7 +117,7 @@ class Cascade(System):
 
     def answer(self, item, audio, max_new_tokens):
         transcript = self.asr(audio)
-        return {"answer": self.llm.answer(text_message(transcript, item.context), max_new_tokens), "transcript": transcript}
+        return {**self.llm.answer_with_length(text_message(transcript, item.context), max_new_tokens), "transcript": transcript}
 
 
 class SpeechModel(System):
@@ -123,8 +135,9 @@ class SpeechModel(System):
         return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]
 
     def answer(self, item, audio, max_new_tokens):
-        return {"answer": self.model.generate([torch.from_numpy(audio)], task="qa", contexts=[item.context],
-                                              max_new_tokens=max_new_tokens)[0]}
+        ids = self.model.generate_ids([torch.from_numpy(audio)], task="qa", contexts=[item.context],
+                                      max_new_tokens=max_new_tokens)[0]
+        return {"answer": self.model.decode_ids(ids), "answer_tokens": len(ids)}
 
 
 class SpeechModelTextOnly(System):
@@ -140,7 +153,7 @@ class SpeechModelTextOnly(System):
         self.llm = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
 
     def answer(self, item, audio, max_new_tokens):
-        return {"answer": self.llm.answer(text_message(item.question, item.context), max_new_tokens)}
+        return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)
 
 
 def load_asr(path: str, max_new_tokens: int = 96):

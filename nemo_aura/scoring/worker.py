@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from nemo_aura.parts.memory import current_rss_mib, peak_rss_mib
+from nemo_aura.parts.files import write_json_atomic, write_jsonl_atomic
+from nemo_aura.parts.memory import current_rss_mib, peak_rss_mib, reset_peak_rss
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,7 +59,7 @@ def main() -> None:
     import nemo_aura.models  # noqa: F401  (same imports in every worker: equal RSS baselines)
     import transformers  # noqa: F401
 
-    from nemo_aura.scoring.items import QAItem, load_items
+    from nemo_aura.scoring.items import load_items
     from nemo_aura.scoring.systems import build_system
 
     rss_after_imports = current_rss_mib()
@@ -72,41 +72,62 @@ def main() -> None:
     load_seconds = time.perf_counter() - t0
     rss_after_load = current_rss_mib()
 
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {"system": args.system, "rss_after_imports_mib": rss_after_imports, "rss_after_load_mib": rss_after_load,
               "load_seconds": load_seconds, "sets": {}}
+    audios, rows = {}, {}
     for set_index, (set_name, items) in enumerate(sets.items()):
-        audios = [it.load_audio(system.sample_rate) if system.uses_audio else None for it in items]
-        if set_index == 0:
-            for item, audio in list(zip(items, audios))[: args.warmup]:
-                system.answer(item, audio, args.max_new_tokens)
-        rows, latencies, first_token = [], [], []
-        for item, audio in zip(items, audios):
-            start = time.perf_counter()
-            out = system.answer(item, audio, args.max_new_tokens)
-            latencies.append(time.perf_counter() - start)
-            # Time to the first answer token (front end + prefill): the part the systems do differently,
-            # free of how long each one's answers are.
-            start = time.perf_counter()
-            system.answer(item, audio, 1)
-            first_token.append(time.perf_counter() - start)
-            if args.transcripts and "transcript" not in out and system.uses_audio:
-                out["transcript"] = system.transcribe(audio)
-            rows.append({"id": item.id, "question": item.question, "answers": item.answers, **out,
-                         "latency_s": latencies[-1], "first_token_s": first_token[-1], "duration": item.duration})
-        tmp = args.out / f"{set_name}.predictions.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, args.out / f"{set_name}.predictions.jsonl")
-        report["sets"][set_name] = {"items": len(rows), "latency_median_s": statistics.median(latencies),
-                                    "latency_p90_s": float(np.percentile(latencies, 90)),
-                                    "latency_mean_s": statistics.fmean(latencies),
-                                    "first_token_median_s": statistics.median(first_token)}
-        if set_index == 0 and args.sweep_seconds:
-            report["sweep"] = run_sweep(system, items, audios, args)
+        audios[set_name] = [it.load_audio(system.sample_rate) if system.uses_audio else None for it in items]
+        rows[set_name], report["sets"][set_name] = answer_set(system, items, audios[set_name], args, warmup=set_index == 0)
+        write_predictions(args.out, set_name, rows[set_name])
+    # The compared peak: loading + answering the same items. Transcribing (for WER) and the long-audio sweep
+    # are measured as phases of their own, so they do not stand in for the systems' answering footprint.
     report["peak_rss_mib"] = peak_rss_mib()
-    tmp = args.out / "worker.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out / "worker.json")
+    report["peak_rss_phases_separate"] = reset_peak_rss()
+    if args.transcripts and system.uses_audio and not all("transcript" in r for r in rows[next(iter(sets))]):
+        for set_name in sets:
+            for row, audio in zip(rows[set_name], audios[set_name]):
+                row.setdefault("transcript", system.transcribe(audio))
+            write_predictions(args.out, set_name, rows[set_name])
+        report["peak_rss_transcribing_mib"] = peak_rss_mib()
+        reset_peak_rss()
+    if args.sweep_seconds:
+        first = next(iter(sets))
+        report["sweep"] = run_sweep(system, sets[first], audios[first], args)
+        report["peak_rss_sweep_mib"] = peak_rss_mib()
+    write_json_atomic(args.out / "worker.json", report)
+
+
+def answer_set(system, items, audios, args, warmup: bool) -> tuple[list[dict], dict]:
+    """Answer every item (batch 1, greedy), timing the whole answer and, separately, the first token."""
+    if warmup:
+        for item, audio in list(zip(items, audios))[: args.warmup]:
+            system.answer(item, audio, args.max_new_tokens)
+    rows, latencies, first_token = [], [], []
+    for item, audio in zip(items, audios):
+        start = time.perf_counter()
+        out = system.answer(item, audio, args.max_new_tokens)
+        latencies.append(time.perf_counter() - start)
+        # Time to the first answer token (front end + prefill): the part the systems do differently,
+        # free of how long each one's answers are.
+        start = time.perf_counter()
+        system.answer(item, audio, 1)
+        first_token.append(time.perf_counter() - start)
+        rows.append({"id": item.id, "question": item.question, "answers": item.answers, **out,
+                     "latency_s": latencies[-1], "first_token_s": first_token[-1], "duration": item.duration})
+    tokens = [r["answer_tokens"] for r in rows]
+    # Per generated token after the first: (whole - first token) / (tokens - 1), over items with >= 2 tokens.
+    per_token = [(r["latency_s"] - r["first_token_s"]) / (r["answer_tokens"] - 1) for r in rows if r["answer_tokens"] > 1]
+    summary = {"items": len(rows), "latency_median_s": statistics.median(latencies),
+               "latency_p90_s": float(np.percentile(latencies, 90)), "latency_mean_s": statistics.fmean(latencies),
+               "first_token_median_s": statistics.median(first_token),
+               "answer_tokens_median": statistics.median(tokens), "answer_tokens_mean": statistics.fmean(tokens),
+               "answers_at_token_limit": sum(t >= args.max_new_tokens for t in tokens) / len(tokens),
+               "seconds_per_token_median": statistics.median(per_token) if per_token else None}
+    return rows, summary
+
+
+def write_predictions(out: Path, set_name: str, rows: list[dict]) -> None:
+    write_jsonl_atomic(out / f"{set_name}.predictions.jsonl", rows)
 
 
 def run_sweep(system, items, audios, args) -> list[dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nemo_aura.parts.files import atomic_path, write_text_atomic
 from nemo_aura.parts.manifest import write_cut_mix
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def timed_run(cmd: list[str], ledger: Path) -> None:
@@ -74,15 +68,20 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
     variant = OmegaConf.to_container(variant) if variant is not None else []
     if isinstance(variant, dict):
         overrides, online_teacher = list(variant.get("overrides") or []), bool(variant.get("online_teacher"))
+        unknown = set(variant) - {"overrides", "online_teacher", "steps_factor"}
+        if unknown:
+            raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} "
+                             "(expected overrides, online_teacher, steps_factor)")
     else:
         overrides, online_teacher = list(variant), False
+    factor = float(variant.get("steps_factor", 1)) if isinstance(variant, dict) else 1.0
     vdir = args.out / name
     result_path = vdir / "eval.json"
-    if result_path.exists():
+    if result_path.exists() and not args.rescore:
         print(f"[ablation] {name}: done before, reusing {result_path}", flush=True)
         return json.loads(result_path.read_text())
     nemo = vdir / "model.nemo"
-    steps = args.steps or int(spec.steps)
+    steps = max(1, round((args.steps or int(spec.steps)) * factor))  # steps_factor: the same lever, a larger budget
     from_scratch = spec.get("distill") is not None
     init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else args.init
     read_overrides = [] if from_scratch else overrides  # architecture variants differ in phase 1 only
@@ -108,7 +107,7 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
         after = json.loads((vdir / "distill" / "validation_after.json").read_text())
         cos = [v for k, v in after.items() if k.startswith("val_distill_cos_layer")]
         result["distill"] = {"mean_cos": sum(cos) / len(cos), "per_layer_cos": after}
-    write_atomic(result_path, json.dumps(result, indent=2))
+    write_text_atomic(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -116,17 +115,25 @@ def seconds(value) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def mismatched(asr: dict) -> str:
+    """The hypotheses' WER against other utterances' transcripts: equal to the dev WER when the output ignores the audio."""
+    return "-" if asr.get("wer_mismatched") is None else f"{asr['wer_mismatched']:.3f}"
+
+
 def table(results: list[dict]) -> str:
     distilled = any(r.get("distill") for r in results)  # from-scratch specs: phase 1's dev cosine
+    budgets = len({r["steps"] for r in results}) > 1  # a steps column only when the budgets differ
     lines = [
-        "| variant | overrides | " + ("distill dev cos | " if distilled else "") + "dev WER | dev QA EM | dev QA F1 | "
-        "text identical | text F1 (adapted / base) | train s |",
-        "|---|---|---|---|---|---|---|---|" + ("---|" if distilled else ""),
+        "| variant | overrides | " + ("steps | " if budgets else "") + ("distill dev cos | " if distilled else "") +
+        "dev WER | WER vs other utterances | dev QA EM | dev QA F1 | text identical | text F1 (adapted / base) | train s |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if distilled else "") + ("---|" if budgets else ""),
     ]
     for r in results:
         cos = (f"{r['distill']['mean_cos']:.3f} | " if r.get("distill") else "- | ") if distilled else ""
+        steps = f"{r['steps']} | " if budgets else ""
         lines.append(
-            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {cos}{r['asr']['wer']:.3f} | {r['qa']['em']:.3f} | "
+            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {steps}{cos}{r['asr']['wer']:.3f} | "
+            f"{mismatched(r['asr'])} | {r['qa']['em']:.3f} | "
             f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
             f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
         )
@@ -151,10 +158,9 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:
@@ -174,6 +180,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=0, help="override the spec's steps")
     p.add_argument("--items", type=int, default=40, help="dev items scored per task")
     p.add_argument("--text-items", type=int, default=20)
+    p.add_argument("--rescore", action="store_true", help="score finished variants again (models are reused)")
     args = p.parse_args(argv)
     args.overrides = overrides
     spec = OmegaConf.load(args.spec)
@@ -197,23 +204,26 @@ def main(argv=None) -> None:
              if spec.get("distill") is not None else f"start from `{args.init}` and")
     summary = {
         "spec_name": args.spec.stem, "spec": OmegaConf.to_container(spec), "steps": args.steps or int(spec.steps),
-        "protocol": (f"All variants {start} train {args.steps or int(spec.steps)} steps of {spec.batch_duration} s of "
+        "protocol": (f"All variants {start} train {args.steps or int(spec.steps)} steps (times a variant's "
+                     f"steps_factor, if it has one) of {spec.batch_duration} s of "
                      f"audio (transcripts + spoken questions); dev WER on {args.items} utterances, spoken-QA on "
-                     f"{args.items} dev items, text ability on {args.text_items} text questions."),
+                     f"{args.items} dev items, text ability on {args.text_items} text questions. 'WER vs other "
+                     "utterances' scores the same hypotheses against other dev utterances' transcripts: as low as the "
+                     "dev WER when the output ignores the audio."),
         "results": results,
     }
-    write_atomic(args.out / f"results_{args.spec.stem}.json", json.dumps(summary, indent=2))
+    write_text_atomic(args.out / f"results_{args.spec.stem}.json", json.dumps(summary, indent=2))
     print(write_report(args.out))
 
 
 def write_report(out: Path) -> str:
     """``results.{json,md,png}`` over every spec run into ``out`` (``results_<spec>.json``), one table per spec."""
     specs = [json.loads(p.read_text()) for p in sorted(out.glob("results_*.json"))]
-    write_atomic(out / "results.json", json.dumps({"specs": specs}, indent=2))
+    write_text_atomic(out / "results.json", json.dumps({"specs": specs}, indent=2))
     md = "# Ablation (issue 7)\n\n" + "".join(
         f"## {s['spec_name']}\n\n{s['protocol']}\n\n{table(s['results'])}\n\n" for s in specs
     ) + "![per-variant results](results.png)\n"
-    write_atomic(out / "results.md", md)
+    write_text_atomic(out / "results.md", md)
     plot([r for s in specs for r in s["results"]], out / "results.png")
     return md
 

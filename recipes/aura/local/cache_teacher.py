@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from omegaconf import open_dict
 from nemo_aura.data.dataset import AuRADataset
 from nemo_aura.data.teacher_cache import build_teacher_cache
 from nemo_aura.models.aura_model import AuRAModel
+from nemo_aura.parts.files import write_text_atomic
 from nemo_aura.train import compose_config
 
 
@@ -82,12 +82,6 @@ def benchmark(model: AuRAModel, cached: CutSet, num_cuts: int, batch_size: int, 
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     args = parse_args()
     model = build_model(args.overrides)
@@ -105,8 +99,8 @@ def main() -> None:
     if args.bench_utts > 0 and not bench_json.exists():
         train = CutSet.from_file(manifests["train"] if "train" in manifests else next(iter(manifests.values())))
         result = benchmark(model, train, args.bench_utts, args.batch_size, epoch_cuts=len(train))
-        write_atomic(bench_json, json.dumps(result, indent=2))
-        write_atomic(args.out / "cache_benchmark.md", "\n".join([
+        write_text_atomic(bench_json, json.dumps(result, indent=2))
+        write_text_atomic(args.out / "cache_benchmark.md", "\n".join([
             "| distillation pass | seconds | epoch estimate (s) |", "|---|---|---|",
             f"| teacher online | {result['seconds_online_teacher']} | {result['epoch_seconds_online_estimate']} |",
             f"| cached targets | {result['seconds_cached_targets']} | {result['epoch_seconds_cached_estimate']} |",

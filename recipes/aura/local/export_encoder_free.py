@@ -13,10 +13,11 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import torch
+
+from nemo_aura.parts.files import atomic_path
 
 FORBIDDEN_PREFIXES = ("teacher.", "distillation.")
 
@@ -78,9 +79,8 @@ def main() -> None:
     full = AuRAModel.restore_from(str(args.nemo), map_location="cpu")
     counts_full = full.parameter_counts()
     if not target.exists():
-        tmp = args.out / "aura_encoder_free.tmp.nemo"
-        full.export_encoder_free(str(tmp))
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            full.export_encoder_free(str(tmp))
     del full
     leaked = [k for k in weight_keys(target) if k.startswith(FORBIDDEN_PREFIXES)]
     if leaked:

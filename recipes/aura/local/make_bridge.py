@@ -5,13 +5,13 @@ Same LLM, prompts, audio-token grid and teacher encoder as AuRA; LoRA with the s
 (see ``bridge_config_from_aura``). Trained afterwards by ``nemo_aura.train`` like any AuRA model.
 """
 import argparse
-import os
 from pathlib import Path
 
 import torch
 from omegaconf import open_dict
 
 from nemo_aura.models.bridge_model import BridgeModel, bridge_config_from_aura
+from nemo_aura.parts.files import atomic_path
 from nemo_aura.parts.student import check_llm_dir
 from nemo_aura.train import compose_config
 
@@ -36,10 +36,8 @@ def main() -> None:
     bridge = BridgeModel(bridge_config_from_aura(cfg, depth, lora_on_all_layers=not args.lora_on_first_k))
     counts = bridge.parameter_counts()
     print("[stage5] bridge parameters: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.stem + ".tmp.nemo")
-    bridge.save_to(str(tmp))
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        bridge.save_to(str(tmp))
 
 
 if __name__ == "__main__":

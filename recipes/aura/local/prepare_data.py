@@ -14,8 +14,6 @@ after all audio (atomically), ``.complete`` is written last.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import time
@@ -106,7 +104,7 @@ def make_cuts(utts, out: Path) -> tuple[dict[str, list], list[str]]:
 
 def summarize(cuts_by_name: dict[str, list], seconds: float) -> dict:
     out = {"subsets": {}, "seconds_to_build": round(seconds, 1)}
-    voices, engines = Counter(), Counter()
+    voices = Counter()
     for name, cuts in cuts_by_name.items():
         hours = sum(c.duration for c in cuts) / 3600
         out["subsets"][name] = {"utterances": len(cuts), "hours": round(hours, 3),
@@ -121,6 +119,7 @@ def summarize(cuts_by_name: dict[str, list], seconds: float) -> dict:
 def main() -> None:
     args = parse_args()
     from nemo_aura.data.corpus import PRESETS, load_spec, plan_corpus, write_manifests
+    from nemo_aura.parts.files import write_json_atomic
 
     start = time.time()
     if (args.out / ".complete").exists():
@@ -142,9 +141,7 @@ def main() -> None:
     validate(paths)
     summary = summarize(cuts_by_name, time.time() - start)
     summary.update(seed=args.seed, preset=args.preset, left_out_too_long=too_long)
-    tmp = args.out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, args.out / "summary.json")
+    write_json_atomic(args.out / "summary.json", summary)
     (args.out / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     print(f"[stage1] {summary['utterances']} utterances, {summary['hours']:.2f} h, {len(summary['voices'])} voices, "
           f"in {summary['seconds_to_build']:.0f} s: " + ", ".join(

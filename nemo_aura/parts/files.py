@@ -1,0 +1,37 @@
+"""Atomic writes: every output appears complete under its final name or not at all, so a killed stage never
+leaves a half-written file that a rerun would take as done."""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary sibling of ``path`` (same suffix, so writers that look at it still work) for the caller
+    to write; renamed over ``path`` when the block ends without an error, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, data, **dumps_kwargs) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, **dumps_kwargs))
+
+
+def write_jsonl_atomic(path: str | Path, rows) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
