@@ -60,7 +60,8 @@ def test_results_markdown_reports_targets():
         "sets": ["test"], "timed_set": "test", "max_new_tokens": 8,
         "systems": {n: {"scores": {"test": {"exact_match": em, "f1": f1}}, "latency_median_s": lat, "latency_p90_s": lat,
                         "peak_rss_mib": 1000, "model_rss_mib": 100, "answer_tokens_median": 7, "seconds_per_token_median": 0.04,
-                        "peak_rss_sweep_mib": 1200 if n == "aura" else None}
+                        "peak_rss_sweep_mib": 1200 if n == "aura" else None,
+                        "sweep": [{"seconds": 1.0, "latency_median_s": lat, "first_token_median_s": lat / 4}]}
                     for n, em, f1, lat in (("topline", 0.5, 0.6, 0.2), ("aura", 0.4, 0.5, 0.3))},
         "targets": {"latency_aura_vs_topline": {"ratio": 1.5, "bound": 1.15, "op": "<=", "met": False},
                     "latency_aura_vs_bridge": None},
@@ -72,4 +73,5 @@ def test_results_markdown_reports_targets():
     assert "| aura | 0.400 | 0.500 |" in md
     assert "aura_vs_topline 1.250" in md  # time to first token, reported next to the targets
     assert "| 7 | 0.040 | 1000 | 100 |" in md  # answer length and per-token time explain the latency
+    assert "| 1 | 0.20 / 0.050 | 0.30 / 0.075 |" in md  # latency vs audio length, whole / first token
     assert "| aura | 1000 |  | 1200 |" in md and "| topline | 1000 |" not in md  # memory phases, where measured

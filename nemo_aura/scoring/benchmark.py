@@ -181,6 +181,16 @@ def to_markdown(results: dict) -> str:
               f"'{results['timed_set']}' items after warm-up; each system in its own process, one after another. "
               "Answer tokens: median generated per answer; s/token: median (latency - first token) / (tokens - 1). "
               "Peak RSS: loading + answering the items (the compared figure); model RSS = peak - RSS after imports."]
+    swept = {n: {p["seconds"]: p for p in s.get("sweep", [])} for n, s in results["systems"].items() if s.get("sweep")}
+    if swept:
+        durations = sorted({d for points in swept.values() for d in points})
+        lines += ["", "Latency vs audio length (s; whole answer / first token, median of the repeats):", "",
+                  "| audio (s) | " + " | ".join(swept) + " |", "|---|" + "---|" * len(swept)]
+        for d in durations:
+            cells = [swept[n].get(d) for n in swept]
+            lines.append(f"| {d:g} | " + " | ".join(
+                "" if c is None else f"{c['latency_median_s']:.2f} / {seconds(c.get('first_token_median_s'))}".rstrip(" /")
+                for c in cells) + " |")
     phases = [(n, s) for n, s in results["systems"].items()
               if s.get("peak_rss_transcribing_mib") is not None or s.get("peak_rss_sweep_mib") is not None]
     if phases:
@@ -228,16 +238,19 @@ def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
         ax.set_ylabel(label)
         save(fig, name)
 
-    if any(systems[n]["sweep"] for n in names):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for n in names:
-            if systems[n]["sweep"]:
-                ax.plot([p["seconds"] for p in systems[n]["sweep"]], [p["latency_median_s"] for p in systems[n]["sweep"]],
-                        "o-", label=n)
-        ax.set_xlabel("audio length (s)")
-        ax.set_ylabel("latency (s)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+    swept = [n for n in names if systems[n]["sweep"]]
+    if swept:
+        panels = [("latency_median_s", "whole answer (s)")]
+        if all("first_token_median_s" in p for n in swept for p in systems[n]["sweep"]):
+            panels.append(("first_token_median_s", "first token: front end + prefill (s)"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.6), squeeze=False)
+        for ax, (key, label) in zip(axes[0], panels):
+            for n in swept:
+                ax.plot([p["seconds"] for p in systems[n]["sweep"]], [p[key] for p in systems[n]["sweep"]], "o-", label=n)
+            ax.set_xlabel("audio length (s)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
         save(fig, "latency_vs_duration.png")
 
     if distill_report and distill_report.exists():

@@ -138,12 +138,17 @@ def run_sweep(system, items, audios, args) -> list[dict]:
     result = []
     for spec in sweep_inputs(items, ref, seconds, system.sample_rate):
         probe = QAItem(id=f"sweep-{spec['seconds']}", question=spec["question"], answers=[""], context=None)
-        times = []
+        audio = spec["audio"] if system.uses_audio else None
+        times, first, tokens = [], [], []
         for _ in range(args.sweep_repeats):
             start = time.perf_counter()
-            system.answer(probe, spec["audio"] if system.uses_audio else None, args.max_new_tokens)
+            tokens.append(system.answer(probe, audio, args.max_new_tokens)["answer_tokens"])
             times.append(time.perf_counter() - start)
-        result.append({"seconds": spec["seconds"], "latency_median_s": statistics.median(times)})
+            start = time.perf_counter()  # the part that grows with the input: front end + prefill
+            system.answer(probe, audio, 1)
+            first.append(time.perf_counter() - start)
+        result.append({"seconds": spec["seconds"], "latency_median_s": statistics.median(times),
+                       "first_token_median_s": statistics.median(first), "answer_tokens_median": statistics.median(tokens)})
     return result
 
 
