@@ -194,7 +194,9 @@ def to_markdown(results: dict) -> str:
     phases = [(n, s) for n, s in results["systems"].items()
               if s.get("peak_rss_transcribing_mib") is not None or s.get("peak_rss_sweep_mib") is not None]
     if phases:
-        lines += ["", "| system | peak RSS answering (MiB) | transcribing for WER (MiB) | long-audio sweep (MiB) |", "|---|---|---|---|"]
+        lines += ["", "Peak RSS per phase (a later phase starts from the RSS the process already holds, so it can "
+                  "only show what that phase adds on top):", "",
+                  "| system | peak RSS answering (MiB) | transcribing for WER (MiB) | long-audio sweep (MiB) |", "|---|---|---|---|"]
         lines += [f"| {n} | {s['peak_rss_mib']:.0f} | {mib(s.get('peak_rss_transcribing_mib'))} | {mib(s.get('peak_rss_sweep_mib'))} |"
                   for n, s in phases]
     return "\n".join(lines) + "\n"
