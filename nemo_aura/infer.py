@@ -22,8 +22,8 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
-from nemo_aura.parts.manifest import json_lines, resolve_audio
 from nemo_aura.parts.files import write_jsonl_atomic
+from nemo_aura.parts.manifest import json_lines, resolve_audio
 
 TASKS = ("qa", "asr", "question")
 

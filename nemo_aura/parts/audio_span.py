@@ -38,7 +38,7 @@ class AudioSpan:
         self._mask: Tensor | None = None
         self._handles = []
         self._has_audio = False
-        self._switched_off: set[int] = set()
+        self._switched_off: set[nn.Module] = set()  # layers this object turned off for the current call
         if self.lora_scope == "audio":
             if _uses_checkpointing(llm):
                 raise ValueError("audio_span.lora: audio does not support gradient checkpointing yet (recomputed "
@@ -70,23 +70,22 @@ class AudioSpan:
         """A call with no audio position gets no LoRA delta anyway: turn the layer's adapter off for this call
         instead of computing and zeroing it (every decode step is such a call). Only peft's switch is set;
         ``enable_adapters()`` would also flip ``requires_grad``. An adapter the caller disabled stays disabled."""
-        ours = id(layer) in self._switched_off  # still set if the last call raised before its post-hook
+        ours = layer in self._switched_off  # still there if the last call raised before its post-hook
         if layer._disable_adapters and not ours:
             return
         layer._disable_adapters = not self._has_audio
         if self._has_audio:
-            self._switched_off.discard(id(layer))
+            self._switched_off.discard(layer)
         else:
-            self._switched_off.add(id(layer))
+            self._switched_off.add(layer)
 
     def _restore_lora(self, layer: nn.Module, args, output) -> None:
-        if id(layer) in self._switched_off:
+        if layer in self._switched_off:
             layer._disable_adapters = False
-            self._switched_off.discard(id(layer))
+            self._switched_off.discard(layer)
 
     def _gate(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
-        if self._mask is None:
-            return torch.zeros_like(output)
+        # Runs only with audio in the call: without, ``_skip_lora_without_audio`` has turned the adapter off.
         if self._mask.shape != output.shape[:2]:
             raise RuntimeError(
                 f"audio_span: the LLM call covers {tuple(output.shape[:2])} positions but the audio mask is "

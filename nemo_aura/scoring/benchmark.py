@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from nemo_aura.scoring.metrics import exact_match, token_f1, wer
 from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
+from nemo_aura.scoring.metrics import exact_match, token_f1, wer
 
 ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
 TARGETS = {  # the targets: (metric, numerator, denominator, bound, "<=" | ">=")

@@ -83,15 +83,16 @@ def main() -> None:
     # are measured as phases of their own, so they do not stand in for the systems' answering footprint.
     report["peak_rss_mib"] = peak_rss_mib()
     report["peak_rss_phases_separate"] = reset_peak_rss()
-    if args.transcripts and system.uses_audio and not all("transcript" in r for r in rows[next(iter(sets))]):
+    first = next(iter(sets))
+    if args.transcripts and system.uses_audio and not all("transcript" in r for r in rows[first]):
         for set_name in sets:
             for row, audio in zip(rows[set_name], audios[set_name]):
-                row.setdefault("transcript", system.transcribe(audio))
+                if "transcript" not in row:
+                    row["transcript"] = system.transcribe(audio)
             write_predictions(args.out, set_name, rows[set_name])
         report["peak_rss_transcribing_mib"] = peak_rss_mib()
         reset_peak_rss()
     if args.sweep_seconds:
-        first = next(iter(sets))
         report["sweep"] = run_sweep(system, sets[first], audios[first], args)
         report["peak_rss_sweep_mib"] = peak_rss_mib()
     write_json_atomic(args.out / "worker.json", report)

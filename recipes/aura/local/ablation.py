@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nemo_aura.parts.files import atomic_path, write_text_atomic
+from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
 from nemo_aura.parts.manifest import write_cut_mix
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,9 +72,9 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
         if unknown:
             raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} "
                              "(expected overrides, online_teacher, steps_factor)")
+        factor = float(variant.get("steps_factor", 1))
     else:
-        overrides, online_teacher = list(variant), False
-    factor = float(variant.get("steps_factor", 1)) if isinstance(variant, dict) else 1.0
+        overrides, online_teacher, factor = list(variant), False, 1.0
     vdir = args.out / name
     result_path = vdir / "eval.json"
     if result_path.exists() and not args.rescore:
@@ -107,7 +107,7 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
         after = json.loads((vdir / "distill" / "validation_after.json").read_text())
         cos = [v for k, v in after.items() if k.startswith("val_distill_cos_layer")]
         result["distill"] = {"mean_cos": sum(cos) / len(cos), "per_layer_cos": after}
-    write_text_atomic(result_path, json.dumps(result, indent=2))
+    write_json_atomic(result_path, result)
     return result
 
 
@@ -202,9 +202,10 @@ def main(argv=None) -> None:
                for v in variants if v in ran or (args.out / v / "eval.json").exists()]
     start = (f"are distilled from scratch ({spec.distill.steps} steps of {spec.distill.batch_duration} s), then"
              if spec.get("distill") is not None else f"start from `{args.init}` and")
+    base_steps = args.steps or int(spec.steps)
     summary = {
-        "spec_name": args.spec.stem, "spec": OmegaConf.to_container(spec), "steps": args.steps or int(spec.steps),
-        "protocol": (f"All variants {start} train {args.steps or int(spec.steps)} steps (times a variant's "
+        "spec_name": args.spec.stem, "spec": OmegaConf.to_container(spec), "steps": base_steps,
+        "protocol": (f"All variants {start} train {base_steps} steps (times a variant's "
                      f"steps_factor, if it has one) of {spec.batch_duration} s of "
                      f"audio (transcripts + spoken questions); dev WER on {args.items} utterances, spoken-QA on "
                      f"{args.items} dev items, text ability on {args.text_items} text questions. 'WER vs other "
@@ -212,14 +213,14 @@ def main(argv=None) -> None:
                      "dev WER when the output ignores the audio."),
         "results": results,
     }
-    write_text_atomic(args.out / f"results_{args.spec.stem}.json", json.dumps(summary, indent=2))
+    write_json_atomic(args.out / f"results_{args.spec.stem}.json", summary)
     print(write_report(args.out))
 
 
 def write_report(out: Path) -> str:
     """``results.{json,md,png}`` over every spec run into ``out`` (``results_<spec>.json``), one table per spec."""
     specs = [json.loads(p.read_text()) for p in sorted(out.glob("results_*.json"))]
-    write_text_atomic(out / "results.json", json.dumps({"specs": specs}, indent=2))
+    write_json_atomic(out / "results.json", {"specs": specs})
     md = "# Ablation (issue 7)\n\n" + "".join(
         f"## {s['spec_name']}\n\n{s['protocol']}\n\n{table(s['results'])}\n\n" for s in specs
     ) + "![per-variant results](results.png)\n"

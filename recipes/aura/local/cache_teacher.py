@@ -21,7 +21,7 @@ from omegaconf import open_dict
 from nemo_aura.data.dataset import AuRADataset
 from nemo_aura.data.teacher_cache import build_teacher_cache
 from nemo_aura.models.aura_model import AuRAModel
-from nemo_aura.parts.files import write_text_atomic
+from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 from nemo_aura.train import compose_config
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     if args.bench_utts > 0 and not bench_json.exists():
         train = CutSet.from_file(manifests["train"] if "train" in manifests else next(iter(manifests.values())))
         result = benchmark(model, train, args.bench_utts, args.batch_size, epoch_cuts=len(train))
-        write_text_atomic(bench_json, json.dumps(result, indent=2))
+        write_json_atomic(bench_json, result)
         write_text_atomic(args.out / "cache_benchmark.md", "\n".join([
             "| distillation pass | seconds | epoch estimate (s) |", "|---|---|---|",
             f"| teacher online | {result['seconds_online_teacher']} | {result['epoch_seconds_online_estimate']} |",
