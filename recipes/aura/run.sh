@@ -123,12 +123,13 @@ train() {
 stage5() {
   local s5=$exp/stage5
   # AuRA: the encoder-free model learns to answer spoken questions, with transcripts mixed in (they keep it
-  # reading, and the text-shaped levers need them); $aura_levers = the reading levers the ablation chose.
+  # reading, and the text-shaped levers need them); $aura_levers = the reading levers the ablation chose,
+  # $aura_finetune_overrides its step budget (empty: the bridge's $finetune_overrides).
   "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" > /dev/null
   # shellcheck disable=SC2086
   train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
-    $finetune_overrides $aura_levers
-  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then the same QA steps.
+    ${aura_finetune_overrides:-$finetune_overrides} $aura_levers
+  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then $finetune_overrides QA steps.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
   train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
