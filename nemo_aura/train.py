@@ -35,13 +35,17 @@ def compose_config(overrides: list[str], config_name: str = "distill", config_di
 
 def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
     """A new model from ``cfg.model``, or a saved ``.nemo`` (``init_from_nemo``) re-pointed at ``cfg.model``'s
-    data, optim, losses, prompts and audio_span settings (the levers of fine-tuning)."""
+    data, optim, losses, prompts and audio_span settings (the levers of fine-tuning), with LoRA added on
+    ``lora.reading_layers`` when given."""
     if not cfg.get("init_from_nemo"):
         return AuRAModel(cfg.model, trainer=trainer)
     path = Path(cfg.init_from_nemo)
     if not path.is_file():
         raise FileNotFoundError(f"init_from_nemo: '{path}' is not a file")
     model = AuRAModel.restore_from(str(path), map_location="cpu", trainer=trainer)
+    reading_layers = (cfg.model.get("lora") or {}).get("reading_layers")
+    if reading_layers is not None:
+        model.add_reading_lora(reading_layers)
     with open_dict(model.cfg):
         for key in ("train_ds", "validation_ds", "optim", "loss", "prompts", "audio_span"):
             if cfg.model.get(key) is not None:

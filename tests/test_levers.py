@@ -252,3 +252,60 @@ def test_fine_tuning_a_saved_model_switches_its_reading_levers(tiny_cfg, tmp_pat
     with pytest.raises(ValueError, match="gradient checkpointing"):
         tiny_cfg.student.gradient_checkpointing = True
         AuRAModel(tiny_cfg)
+
+
+def _lora_layers(model) -> set[int]:
+    """Decoder layers whose q_proj carries the LoRA adapter."""
+    return {int(n.split(".layers.")[1].split(".")[0]) for n, _ in model.llm.named_modules()
+            if n.endswith("q_proj.lora_A.default")}
+
+
+def test_lora_reading_layers_extend_a_trained_model_above_k_without_changing_it(tiny_cfg, tmp_path):
+    """Lever 6: fine-tuning with model.lora.reading_layers=all puts LoRA on every decoder layer of a saved model;
+    its trained LoRA is kept (outputs unchanged until the new layers train), K stays the distilled depth, the
+    new adapters train, audio_span.lora=audio gates them like the others, and the result restores."""
+    from nemo_aura.train import build_model, compose_config
+
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}
+    trained = AuRAModel(tiny_cfg)
+    batch = qa_batch(trained, tmp_path)
+    _train_steps(trained, batch, 3, "lm_loss")
+    saved = str(tmp_path / "trained.nemo")
+    trained.save_to(saved)
+    cuts = write_tiny_cuts(tmp_path / "cuts", n=2)
+    data = [f"model.train_ds.cuts_path={cuts}", f"model.validation_ds.cuts_path={cuts}", f"init_from_nemo={saved}"]
+    model = build_model(compose_config(data + ["model.lora.reading_layers=all"], config_name="finetune"), None)
+    depth = model.num_llm_layers
+    assert _lora_layers(trained) == {0, 1} and _lora_layers(model) == set(range(depth)) and depth > 2
+    assert model.ctc_layer == 2 and model.cfg.lora.reading_layers == "all"
+    new_params = [p for n, p in model.llm.named_parameters() if "lora_" in n and ".layers.3." in n]
+    assert new_params and all(p.requires_grad for p in new_params)
+    old = {k: v for k, v in trained.llm.state_dict().items() if "lora_" in k}
+    now = model.llm.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in old.items())  # the trained LoRA is kept ...
+    inputs = model.embed_audio_and_text(batch["audio"], batch["audio_lens"], batch["input_ids"], batch["input_lens"])
+    with torch.no_grad():
+        _, before = trained.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True)
+        _, after = model.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [], True)
+    assert torch.allclose(before, after, atol=1e-5)  # ... and the new layers start as identity
+    _train_steps(model, batch, 3, "lm_loss")
+    assert any(p.abs().sum() > 0 for n, p in model.llm.named_parameters() if "lora_B" in n and ".layers.3." in n)
+    with open_dict(model.cfg):
+        model.cfg.audio_span = {"lora": "audio"}
+    model.setup_reading_levers()
+    ids = batch["transcript_ids"][:1]
+    with torch.no_grad():
+        with_adapters = model.llm(input_ids=ids).logits
+        with model.llm.disable_adapter():
+            base = model.llm(input_ids=ids).logits
+    assert torch.allclose(with_adapters, base, atol=1e-6)  # audio-only gates the new layers too
+    model.save_to(str(tmp_path / "read.nemo"))
+    restored = AuRAModel.restore_from(str(tmp_path / "read.nemo"), map_location="cpu")
+    assert _lora_layers(restored) == set(range(depth))
+    assert all(torch.equal(restored.llm.state_dict()[k], v) for k, v in model.llm.state_dict().items())
+    with pytest.raises(ValueError, match="reading_layers"):
+        restored.add_reading_lora("upper")
+    with pytest.raises(ValueError, match=r"reading_layers \[9\]"):
+        restored.add_reading_lora([9])

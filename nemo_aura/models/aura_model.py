@@ -467,6 +467,26 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             self.save_to(path)
         return path
 
+    def add_reading_lora(self, reading_layers: str | list[int]) -> list[int]:
+        """LoRA on more decoder layers than the distilled K (``lora.reading_layers``, issue 7 lever 6), added to a
+        trained model before it learns to read; its trained LoRA is kept, the new layers start as identity.
+        Returns the layers added (none when they already carry LoRA)."""
+        from peft import PeftModel
+
+        if not isinstance(self.llm, PeftModel):
+            raise ValueError("lora.reading_layers: this model has no LoRA adapters to extend (merged, or no LoRA)")
+        if isinstance(reading_layers, ListConfig):
+            reading_layers = OmegaConf.to_container(reading_layers)
+        layers = student_parts.resolve_reading_layers(reading_layers, self.num_llm_layers)
+        added = student_parts.add_lora_layers(self.llm, layers)
+        if added:
+            with open_dict(self._cfg):
+                self._cfg.lora.reading_layers = reading_layers
+            logging.info(f"LoRA added on decoder layers {added} for reading (the distilled K stays {self.ctc_layer})")
+            if getattr(self, "audio_span", None) is not None:
+                self.setup_reading_levers()  # its gate hooks cover the new LoRA layers too
+        return added
+
     def merge_lora(self) -> "AuRAModel":
         """Fold LoRA into the base LLM weights (peft ``merge_and_unload``): same outputs, no adapter layers.
 

@@ -81,13 +81,16 @@ def decoder_of(llm: nn.Module) -> nn.Module:
 def install_lora(llm: nn.Module, lora_cfg: DictConfig | dict | None) -> nn.Module:
     """peft LoRA on the decoder layers listed by ``lora.layers`` (0-based; null = all layers).
 
-    ``lora.num_layers: K`` is shorthand for layers ``0..K-1`` (the AuRA default).
+    ``lora.num_layers: K`` is shorthand for layers ``0..K-1`` (the AuRA default). ``lora.reading_layers``
+    (``all`` or a list) puts LoRA on more layers than the distilled K, for the reading fine-tuning (issue 7,
+    lever 6); they are not distillation targets and do not change K.
     """
     if not lora_cfg:
         return llm
     cfg = OmegaConf.to_container(lora_cfg, resolve=True) if isinstance(lora_cfg, DictConfig) else dict(lora_cfg)
     num_layers = cfg.pop("num_layers", None)
     layers = cfg.pop("layers", None)
+    reading = cfg.pop("reading_layers", None)
     depth = num_decoder_layers(llm)
     if num_layers is not None:
         if layers is not None:
@@ -96,12 +99,53 @@ def install_lora(llm: nn.Module, lora_cfg: DictConfig | dict | None) -> nn.Modul
             raise ValueError(f"lora.num_layers={num_layers} does not fit the LLM's {depth} decoder layers")
         layers = list(range(num_layers))
     if layers is not None:
-        bad = [i for i in layers if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f"lora.layers {bad} are outside the LLM's decoder layers 0..{depth - 1}")
-        cfg["layers_to_transform"] = list(layers)
+        layers = _check_layers(layers, depth, "lora.layers")
+        if reading is not None:
+            layers = sorted(set(layers) | set(resolve_reading_layers(reading, depth)))
+        cfg["layers_to_transform"] = layers
         cfg.setdefault("layers_pattern", "layers")
     return get_peft_model(llm, LoraConfig(**cfg))
+
+
+def resolve_reading_layers(reading_layers: str | list[int] | None, depth: int) -> list[int]:
+    """``lora.reading_layers`` as 0-based layer indices: ``all`` = every decoder layer, null = none."""
+    if reading_layers is None:
+        return []
+    if isinstance(reading_layers, str):
+        if reading_layers != "all":
+            raise ValueError(f"lora.reading_layers='{reading_layers}': expected 'all', a list of layer indices or null")
+        return list(range(depth))
+    return _check_layers(list(reading_layers), depth, "lora.reading_layers")
+
+
+def _check_layers(layers: list[int], depth: int, key: str) -> list[int]:
+    bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"{key} {bad} are outside the LLM's decoder layers 0..{depth - 1}")
+    return sorted(set(layers))
+
+
+def add_lora_layers(peft_llm: nn.Module, layers: list[int]) -> list[int]:
+    """Put the existing LoRA adapter on more decoder layers of a peft model, keeping the trained weights.
+
+    peft re-creates an adapter on every layer it injects into, so the trained LoRA weights are saved first and
+    loaded back; the new layers start at peft's init (B = 0: the model's outputs are unchanged). Returns the
+    layers that were added.
+    """
+    config = peft_llm.peft_config[peft_llm.active_adapter]
+    have = list(config.layers_to_transform or [])
+    if not have:
+        raise ValueError("this model's LoRA already covers every decoder layer")
+    added = sorted(set(layers) - set(have))
+    if not added:
+        return []
+    trained = {k: v.detach().clone() for k, v in peft_llm.state_dict().items() if "lora_" in k}
+    config.layers_to_transform = sorted(set(have) | set(added))
+    peft_llm.base_model.inject_adapter(peft_llm.base_model.model, peft_llm.active_adapter)
+    result = peft_llm.load_state_dict(trained, strict=False)
+    if result.unexpected_keys:
+        raise RuntimeError(f"LoRA weights with no place after adding layers {added}: {result.unexpected_keys[:3]}")
+    return added
 
 
 def lora_depth(lora_cfg: DictConfig | dict | None, llm_depth: int) -> int:
