@@ -5,10 +5,12 @@
 
 exp_manager gives checkpoints, CSV/TensorBoard logs and resumption: rerunning the same command after
 a kill continues from the last checkpoint. Validation metrics before (once, untrained) and after
-training are written to ``<report.dir>/validation_{before,after}.json``.
+training are written to ``<report.dir>/validation_{before,after}.json``; each run is appended to the saved
+model's ``cfg.training_history``.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from lightning.pytorch import Trainer, seed_everything
@@ -70,6 +72,22 @@ def metrics_to_json(metrics: list[dict]) -> dict:
     return {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
 
 
+def record_training(model: AuRAModel, cfg: DictConfig, steps: int, fit_seconds: float) -> None:
+    """Append this run to ``cfg.training_history``, which travels inside the saved ``.nemo``: a model says what
+    it was trained on and for how long (stage 6 reports each compared system's budget from it)."""
+    train_ds = cfg.model.get("train_ds") or {}
+    entry = {
+        "name": cfg.get("name"),
+        "steps": int(steps),
+        "batch_duration": train_ds.get("batch_duration"),
+        "train_cuts": Path(str(train_ds.get("cuts_path"))).name if train_ds.get("cuts_path") else None,
+        "init_from": Path(cfg.init_from_nemo).name if cfg.get("init_from_nemo") else None,
+        "fit_seconds": round(fit_seconds, 1),  # this process's fit only (a resumed run counts from its restart)
+    }
+    with open_dict(model.cfg):
+        model.cfg.training_history = [*(model.cfg.get("training_history") or []), entry]
+
+
 def train(cfg: DictConfig) -> AuRAModel:
     OmegaConf.resolve(cfg)
     seed_everything(cfg.get("seed", 0), workers=True)
@@ -83,7 +101,9 @@ def train(cfg: DictConfig) -> AuRAModel:
     before = report_dir / "validation_before.json"
     if cfg.report.get("validate_before", True) and not resuming and not before.exists():
         write_json_atomic(before, metrics_to_json(trainer.validate(model)), sort_keys=True)
+    t0 = time.perf_counter()
     trainer.fit(model, ckpt_path=trainer.ckpt_path)
+    record_training(model, cfg, trainer.global_step, time.perf_counter() - t0)
     write_json_atomic(report_dir / "validation_after.json", metrics_to_json(trainer.validate(model)), sort_keys=True)
     if cfg.report.get("save_nemo"):
         out = Path(cfg.report.save_nemo)

@@ -72,6 +72,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
         assert s["answer_tokens_median"] == statistics.median(r["answer_tokens"] for r in rows)
         assert s["peak_rss_mib"] > 0 and s["peak_rss_sweep_mib"] > 0
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
+    # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
+    runs = {n: s["training_history"] for n, s in results["systems"].items()}
+    assert [r["name"] for r in runs["aura"]] == ["distill", "aura_qa"] and runs["topline"] == []
+    assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
+    assert runs["aura"][0]["steps"] == 8 and runs["aura"][1]["steps"] == 4  # the tiny preset's budgets, resume included
+    assert runs["aura"][1]["init_from"] == "aura_encoder_free.nemo"
+    assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
 
     # stage 7 (optional): the reading ablation, three variants on the tiny preset
     out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")

@@ -3,10 +3,12 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from nemo_aura.testing import write_tiny_cuts
 
@@ -52,3 +54,8 @@ def test_sigkill_mid_training_resumes_to_the_same_final_step(tiny_llm_dir, tmp_p
     # The "before" validation belongs to the first (untrained) run only; the rerun did not overwrite it.
     assert (exp_dir / "distill_report" / "validation_before.json").is_file()
     assert (exp_dir / "distill_report" / "validation_after.json").is_file()
+    # The saved model records one training run (the killed one saved nothing), at its full step count.
+    with tarfile.open(exp_dir / "final.nemo") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("model_config.yaml"))
+        saved_cfg = OmegaConf.load(tar.extractfile(member))
+    assert [(r.name, r.steps) for r in saved_cfg.training_history] == [("distill", MAX_STEPS)]

@@ -101,7 +101,8 @@ def aggregate(workers: dict[str, dict], args) -> dict:
                      peak_rss_mib=w["peak_rss_mib"], rss_after_imports_mib=w["rss_after_imports_mib"],
                      model_rss_mib=w["peak_rss_mib"] - w["rss_after_imports_mib"], load_seconds=w["load_seconds"],
                      peak_rss_transcribing_mib=w.get("peak_rss_transcribing_mib"),
-                     peak_rss_sweep_mib=w.get("peak_rss_sweep_mib"), sweep=w.get("sweep", []))
+                     peak_rss_sweep_mib=w.get("peak_rss_sweep_mib"), sweep=w.get("sweep", []),
+                     training_history=w.get("training_history", []))
         results["systems"][name] = entry
     systems = results["systems"]
 
@@ -199,7 +200,18 @@ def to_markdown(results: dict) -> str:
                   "| system | peak RSS answering (MiB) | transcribing for WER (MiB) | long-audio sweep (MiB) |", "|---|---|---|---|"]
         lines += [f"| {n} | {s['peak_rss_mib']:.0f} | {mib(s.get('peak_rss_transcribing_mib'))} | {mib(s.get('peak_rss_sweep_mib'))} |"
                   for n, s in phases]
+    trained = {n: s["training_history"] for n, s in results["systems"].items() if s.get("training_history")}
+    if trained:
+        lines += ["", "Training budget of the compared models (from each .nemo's training_history; steps x "
+                  "seconds of audio per step):", "", "| system | runs |", "|---|---|"]
+        lines += [f"| {n} | " + " → ".join(training_run(r) for r in runs) + " |" for n, runs in trained.items()]
     return "\n".join(lines) + "\n"
+
+
+def training_run(run: dict) -> str:
+    audio = f" x {run['batch_duration']:g} s" if run.get("batch_duration") else ""
+    data = f" on {run['train_cuts']}" if run.get("train_cuts") else ""
+    return f"{run.get('name')}: {run['steps']} steps{audio}{data} ({run.get('fit_seconds', 0):.0f} s)"
 
 
 def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from nemo_aura.parts.prompting import DEFAULT_TEMPLATES
 from nemo_aura.scoring.items import QAItem
@@ -89,6 +90,13 @@ class System:
     def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
         """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
         raise NotImplementedError
+
+    @property
+    def training_history(self) -> list[dict]:
+        """The training runs recorded in a saved model (``nemo_aura.train.record_training``); none for the LLM."""
+        model = getattr(self, "model", None)
+        history = model.cfg.get("training_history") if model is not None else None
+        return OmegaConf.to_container(history) if history else []
 
     def transcribe(self, audio: np.ndarray) -> str | None:
         """A transcript of the audio, if this system can make one (for WER)."""

@@ -73,7 +73,7 @@ def main() -> None:
     rss_after_load = current_rss_mib()
 
     report = {"system": args.system, "rss_after_imports_mib": rss_after_imports, "rss_after_load_mib": rss_after_load,
-              "load_seconds": load_seconds, "sets": {}}
+              "load_seconds": load_seconds, "training_history": system.training_history, "sets": {}}
     audios, rows = {}, {}
     for set_index, (set_name, items) in enumerate(sets.items()):
         audios[set_name] = [it.load_audio(system.sample_rate) if system.uses_audio else None for it in items]
