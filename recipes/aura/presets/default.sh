@@ -11,7 +11,7 @@ bench_utts=48                               # stage 2: utterances timed with cac
 distill_overrides=""                        # stage 3: extra Hydra overrides
 aura_levers="model.loss.text_teacher_weight=1.0 model.audio_span={lora:audio}"   # stage 5, AuRA only: the stage-7 ablation's best dev QA F1 (kl_audio_only_lora; text kept by construction)
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, bridge QA
-aura_finetune_overrides="trainer.max_steps=240 trainer.val_check_interval=60 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA: 4x the bridge's QA steps (reading is budget-bound: the stage-7 x4 row)
+aura_finetune_overrides="trainer.max_steps=160 trainer.val_check_interval=40 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA: the stage-7 x4 row's budget (160 x 40 s; reading is budget-bound); the bridge gets 30 + 60
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--limit 80 --sweep-seconds 1,5,10,20,30"   # stage 6: 80 test items timed and scored
