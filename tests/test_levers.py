@@ -305,6 +305,7 @@ def test_lora_reading_layers_extend_a_trained_model_above_k_without_changing_it(
     restored = AuRAModel.restore_from(str(tmp_path / "read.nemo"), map_location="cpu")
     assert _lora_layers(restored) == set(range(depth))
     assert all(torch.equal(restored.llm.state_dict()[k], v) for k, v in model.llm.state_dict().items())
+    assert restored.add_reading_lora("all") == []  # already there: nothing to add, nothing re-initialised
     with pytest.raises(ValueError, match="reading_layers"):
         restored.add_reading_lora("upper")
     with pytest.raises(ValueError, match=r"reading_layers \[9\]"):

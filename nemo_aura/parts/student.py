@@ -133,9 +133,9 @@ def add_lora_layers(peft_llm: nn.Module, layers: list[int]) -> list[int]:
     layers that were added.
     """
     config = peft_llm.peft_config[peft_llm.active_adapter]
-    have = list(config.layers_to_transform or [])
-    if not have:
-        raise ValueError("this model's LoRA already covers every decoder layer")
+    if not config.layers_to_transform:
+        return []  # the adapter is on every decoder layer already
+    have = list(config.layers_to_transform)
     added = sorted(set(layers) - set(have))
     if not added:
         return []
