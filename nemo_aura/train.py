@@ -45,14 +45,14 @@ def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
     if not path.is_file():
         raise FileNotFoundError(f"init_from_nemo: '{path}' is not a file")
     model = AuRAModel.restore_from(str(path), map_location="cpu", trainer=trainer)
-    reading_layers = (cfg.model.get("lora") or {}).get("reading_layers")
-    if reading_layers is not None:
-        model.add_reading_lora(reading_layers)
     with open_dict(model.cfg):
         for key in ("train_ds", "validation_ds", "optim", "loss", "prompts", "audio_span"):
             if cfg.model.get(key) is not None:
                 model.cfg[key] = cfg.model[key]
-    model.setup_reading_levers()
+    reading_layers = (cfg.model.get("lora") or {}).get("reading_layers")
+    added = model.add_reading_lora(reading_layers) if reading_layers is not None else []
+    if not added:  # add_reading_lora already rebuilt the levers for its new layers
+        model.setup_reading_levers()
     model.setup_training_data(model.cfg.train_ds)
     model.setup_validation_data(model.cfg.validation_ds)
     return model
@@ -72,6 +72,11 @@ def metrics_to_json(metrics: list[dict]) -> dict:
     return {k: float(v) for k, v in (metrics[0] if metrics else {}).items()}
 
 
+def _short_path(path) -> str | None:
+    """The last three parts of a path: enough to tell stage-2 caches apart, free of machine-specific roots."""
+    return "/".join(Path(str(path)).parts[-3:]) if path else None
+
+
 def record_training(model: AuRAModel, cfg: DictConfig, steps: int, fit_seconds: float) -> None:
     """Append this run to ``cfg.training_history``, which travels inside the saved ``.nemo``: a model says what
     it was trained on and for how long (stage 6 reports each compared system's budget from it)."""
@@ -80,7 +85,7 @@ def record_training(model: AuRAModel, cfg: DictConfig, steps: int, fit_seconds: 
         "name": cfg.get("name"),
         "steps": int(steps),
         "batch_duration": train_ds.get("batch_duration"),
-        "train_cuts": Path(str(train_ds.get("cuts_path"))).name if train_ds.get("cuts_path") else None,
+        "train_cuts": _short_path(train_ds.get("cuts_path")),  # e.g. stage2/train/cuts.jsonl.gz
         "init_from": Path(cfg.init_from_nemo).name if cfg.get("init_from_nemo") else None,
         "fit_seconds": round(fit_seconds, 1),  # this process's fit only (a resumed run counts from its restart)
     }

@@ -1,4 +1,5 @@
 """Stage 1: the embedded corpus (tiny preset, espeak only) and users' own corpora."""
+import dataclasses
 import gzip
 import json
 import random
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from nemo_aura.data.corpus import PRESETS, assign_voices, closed_book_pool, load_spec, make_qa_items, pick_voice, plan_corpus
+from nemo_aura.data.corpus import PRESETS, add_voice_copies, assign_voices, closed_book_pool, load_spec, make_qa_items, pick_voice, plan_corpus
 from nemo_aura.data.tts import espeak_available, piper_available
 from nemo_aura.data.user_corpora import BadEntriesError, check_cuts, heysquad_cuts, librispeech_cuts
 from nemo_aura.testing import synth_wave
@@ -20,8 +21,9 @@ SPEC = load_spec(ROOT / "manifests" / "qa_spec.yaml")
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)")
 
 
-def build(out: Path, nj: int = 1):
-    cmd = [sys.executable, str(ROOT / "recipes/aura/local/prepare_data.py"), "--out", str(out), "--preset", "tiny", "--nj", str(nj)]
+def build(out: Path, nj: int = 1, preset: str = "tiny", *extra: str):
+    cmd = [sys.executable, str(ROOT / "recipes/aura/local/prepare_data.py"), "--out", str(out), "--preset", preset,
+           "--nj", str(nj), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -82,6 +84,19 @@ def test_tiny_corpus_builds_validates_and_is_reproducible(tmp_path):
     again = build(tmp_path / "a")  # rerun of a finished stage: skipped
     assert "complete: skipping" in again.stdout
 
+    # data scale (issue 7): every train text in a second voice; the default's wavs are linked, not re-synthesized
+    build(tmp_path / "x2", 1, "tiny_x2", "--reuse-audio-from", str(tmp_path / "a"))
+    x2 = json.loads((tmp_path / "x2" / "summary.json").read_text())
+    assert x2["subsets"]["distill_train"]["utterances"] == 2 * tiny.distill_train and x2["train_voices"] == 2
+    assert x2["reused_wavs"] == sum(1 for _ in (tmp_path / "a" / "audio").rglob("*.wav"))
+    assert {k: v for k, v in content(tmp_path / "x2").items() if "train" not in k or "qa" in k} == \
+        {k: v for k, v in content(tmp_path / "a").items() if "train" not in k or "qa" in k}
+    twice = CutSet.from_file(tmp_path / "x2" / "lhotse" / "distill_train_cuts.jsonl.gz")
+    by_text = {}
+    for c in twice:
+        by_text.setdefault(c.supervisions[0].text, []).append(c.custom["voice"])
+    assert all(len(v) == 2 and len(set(v)) == 2 for v in by_text.values())
+
 
 def _subjects(split: str) -> set[str]:
     """Every entity of a split that a question or context can mention or answer with. Years and number words
@@ -139,6 +154,22 @@ def test_tiny_plan_is_seeded():
     assert len(a) == tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values())
     assert len({u.id for u in a}) == len(a) and all(u.voice.engine == "espeak" for u in a)
     assert assign_voices(list(reversed(a)), tiny.engines, 0) == list(reversed(a))  # per id, not per position
+
+
+def test_voice_copies_keep_the_originals_and_use_other_voices():
+    tiny = PRESETS["tiny"]
+    one = plan_corpus(tiny, SPEC, None, 0)
+    four = plan_corpus(dataclasses.replace(tiny, train_voices=4), SPEC, None, 0)
+    assert four[: len(one)] == one and four == plan_corpus(dataclasses.replace(tiny, train_voices=4), SPEC, None, 0)
+    copies = four[len(one):]
+    assert len(copies) == 3 * tiny.distill_train and all(u.split == "train" and u.task == "asr" for u in copies)
+    assert len({u.id for u in four}) == len(four)
+    for u in one:
+        if u.task == "asr" and u.split == "train":
+            voices = [u.voice.name] + [c.voice.name for c in copies if c.id.startswith(u.id + "-v")]
+            assert len(voices) == 4 and len(set(voices)) == 4, voices
+    with pytest.raises(ValueError, match="distinct voices"):
+        add_voice_copies(one[:1], 99, tiny.engines, 0)
 
 
 def test_voices_are_deterministic_and_mixed():

@@ -75,6 +75,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
     assert [r["name"] for r in runs["aura"]] == ["distill", "aura_qa"] and runs["topline"] == []
+    assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
+    assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
     assert runs["aura"][0]["steps"] == 8 and runs["aura"][1]["steps"] == 4  # the tiny preset's budgets, resume included
     assert runs["aura"][1]["init_from"] == "aura_encoder_free.nemo"
@@ -124,6 +126,26 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     specs = {s["spec_name"]: s for s in json.loads((exp / "ablation" / "results.json").read_text())["specs"]}
     assert [r["variant"] for r in specs["reading"]["results"]] == ["baseline", "vocab_ctc", "audio_only_lora"]
+
+    # Lever 7 (data scale): a variant may start from its own model; a recipe model brings its corpus's size.
+    scale = tmp_path / "data_scale_tiny.yaml"
+    scale.write_text(f"steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n"
+                     f"  corpus_x1: {{init: {exp / 'stage3' / 'aura_distilled.nemo'}, overrides: []}}\n")
+    scaled = ablation("--spec", str(scale))
+    assert scaled.returncode == 0, scaled.stdout[-3000:] + scaled.stderr[-3000:]
+    corpus = json.loads((exp / "ablation" / "corpus_x1" / "eval.json").read_text())["corpus"]
+    assert corpus["tag"] == "ci" and corpus["utterances"] == tiny.distill_train and set(corpus["stage_seconds"]) == {"1", "2", "3"}
+    assert f"| corpus_x1 | - | ci: {tiny.distill_train} utts" in (exp / "ablation" / "results.md").read_text()
+    # ... and the x2 corpus (tiny_x2 links the tiny run's wavs and teacher targets; only the new voices cost)
+    (tmp_path / "tiny").symlink_to(exp)
+    cmd = ["bash", str(ROOT / "recipes/aura/run.sh"), "--preset", "tiny_x2", "--exp-root", str(tmp_path), "--stage", "1", "--stop-stage", "2"]
+    x2 = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert x2.returncode == 0, x2.stdout[-3000:] + x2.stderr[-3000:]
+    summary_x2 = json.loads((tmp_path / "tiny_x2" / "stage1" / "summary.json").read_text())
+    assert summary_x2["subsets"]["distill_train"]["utterances"] == 2 * tiny.distill_train
+    assert summary_x2["reused_wavs"] == json.loads((exp / "stage1" / "summary.json").read_text())["utterances"]
+    cache_x2 = json.loads((tmp_path / "tiny_x2" / "stage2" / "train" / "cache.json").read_text())
+    assert (cache_x2["linked_from_other_cache"], cache_x2["computed_now"]) == (tiny.distill_train, tiny.distill_train)
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",

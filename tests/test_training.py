@@ -49,6 +49,38 @@ def test_teacher_cache_gives_the_online_loss_and_resumes(tiny_cfg, tmp_path):
     assert not (tmp_path / "cache" / "targets.partial").exists()
 
 
+def test_teacher_cache_links_the_same_audio_from_another_cache(tiny_cfg, tmp_path):
+    """Data-scale presets: a larger corpus's cache links the smaller one's arrays of the very same audio."""
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg).eval()
+    small = CutSet.from_file(write_tiny_cuts(tmp_path / "data", n=4))
+    build_teacher_cache(model, small, tmp_path / "x1", batch_size=2)
+    larger = list(CutSet.from_file(write_tiny_cuts(tmp_path / "data", n=6)))  # the same 4 wavs + 2 new ones
+    changed = tmp_path / "data" / "utt001-other.wav"  # same id, other audio file: must not be reused
+    sf.write(changed, torch.randn(20000).numpy() * 0.1, 16000)  # as long as utt001: only the file differs
+    larger[1] = _with_audio(larger[1], changed)
+    manifest = build_teacher_cache(model, CutSet.from_cuts(larger), tmp_path / "x2", batch_size=2, reuse_from=tmp_path / "x1")
+    meta = json.loads((tmp_path / "x2" / "cache.json").read_text())
+    assert (meta["linked_from_other_cache"], meta["computed_now"]) == (3, 3)
+    ours, theirs = ({c.id: c.load_custom("teacher_targets") for c in CutSet.from_file(m)}
+                    for m in (manifest, tmp_path / "x1" / "cuts.jsonl.gz"))
+    assert all((ours[i] == theirs[i]).all() for i in ("utt000", "utt002", "utt003"))
+    assert ours["utt001"].shape == theirs["utt001"].shape and not (ours["utt001"] == theirs["utt001"]).all()
+    other_cfg = tiny_cfg.copy()
+    other_cfg.patch_embedding.patch_size = 2
+    with pytest.raises(ValueError, match="another teacher/patch config"):
+        build_teacher_cache(AuRAModel(other_cfg), CutSet.from_cuts(larger), tmp_path / "x3", reuse_from=tmp_path / "x1")
+
+
+def _with_audio(cut, wav):
+    """``cut`` with its recording replaced by ``wav`` (same id)."""
+    from lhotse.utils import fastcopy
+
+    rec = Recording.from_file(wav, recording_id=cut.recording.id)
+    return fastcopy(cut, recording=rec, duration=rec.duration,
+                    supervisions=[fastcopy(s, duration=rec.duration) for s in cut.supervisions])
+
+
 def test_stale_cache_is_refused(tiny_cfg, tmp_path):
     model = AuRAModel(tiny_cfg)
     cuts = CutSet.from_file(write_tiny_cuts(tmp_path / "data", n=2))

@@ -25,7 +25,7 @@ from nemo_aura.data.tts import synthesize as tts_synthesize
 from nemo_aura.parts.files import write_jsonl_atomic
 
 __all__ = ["UtteranceSpec", "VoiceSpec", "CorpusPreset", "PRESETS", "collect_texts", "make_qa_items",
-           "assign_voices", "plan_corpus", "synthesize", "to_cut", "write_manifests"]
+           "assign_voices", "add_voice_copies", "plan_corpus", "synthesize", "to_cut", "write_manifests"]
 
 PIPER_VOICES = [
     VoiceSpec("piper", "joe", length_scale=1.0, noise_scale=0.667, noise_w_scale=0.8),
@@ -77,13 +77,20 @@ class CorpusPreset:
     engines: tuple[str, ...] = ("piper", "espeak")
     use_downloads: bool = True
     templated: int = 500  # templated distillation sentences added to the downloaded texts
+    train_voices: int = 1  # distillation-train texts spoken by this many distinct voices (data scale, issue 7)
 
 
 PRESETS = {
     "default": CorpusPreset(distill_train=None, distill_dev=120),
+    # Data scale (issue 7, lever 7): the text sources are exhausted at the default size, so more data = the
+    # same train texts in more voices. Dev/QA are the default's, and so is every default utterance (same id,
+    # voice and seed: ``--reuse-audio-from`` links the default's wavs instead of synthesizing them again).
+    "default_x2": CorpusPreset(distill_train=None, distill_dev=120, train_voices=2),
+    "default_x4": CorpusPreset(distill_train=None, distill_dev=120, train_voices=4),
     "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},
                          engines=("espeak",), use_downloads=False, templated=40),
 }
+PRESETS["tiny_x2"] = dataclasses.replace(PRESETS["tiny"], train_voices=2)  # CI check of the data-scale path
 
 
 # ------------------------------------------------------------------------------------------ text sources
@@ -231,10 +238,20 @@ def _digest(*parts) -> int:
     return int(hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest(), 16)
 
 
-def pick_voice(utt_id: str, engines: tuple[str, ...], seed: int) -> VoiceSpec:
-    """A voice chosen by a hash of (seed, id): stable under reordering and reruns; half piper, half espeak."""
+def pick_voice(utt_id: str, engines: tuple[str, ...], seed: int, avoid: tuple[str, ...] = ()) -> VoiceSpec:
+    """A voice chosen by a hash of (seed, id): stable under reordering and reruns; half piper, half espeak.
+    ``avoid``: voice names already used for the same text (another hash is tried until one is free)."""
     pool = [v for v in PIPER_VOICES + ESPEAK_VOICES if v.engine in engines]
-    digest = _digest(seed, utt_id)
+    if len(avoid) >= len(pool):
+        raise ValueError(f"{utt_id}: {len(avoid) + 1} distinct voices asked for, the engines {engines} have {len(pool)}")
+    for attempt in range(1000):
+        voice = _pick_from(pool, engines, _digest(seed, utt_id, attempt) if attempt else _digest(seed, utt_id))
+        if voice.name not in avoid:
+            return voice
+    return next(v for v in pool if v.name not in avoid)
+
+
+def _pick_from(pool: list[VoiceSpec], engines: tuple[str, ...], digest: int) -> VoiceSpec:
     if "piper" in engines and "espeak" in engines:
         group = [v for v in pool if v.engine == ("piper" if digest % 2 == 0 else "espeak")]
         return group[(digest // 2) % len(group)]
@@ -245,6 +262,20 @@ def assign_voices(utts: list[UtteranceSpec], engines: tuple[str, ...], seed: int
     """Each utterance gets its voice and TTS noise seed from (seed, id) alone."""
     return [dataclasses.replace(u, voice=pick_voice(u.id, engines, seed), tts_seed=_digest("tts", seed, u.id) % 2**32)
             for u in utts]
+
+
+def add_voice_copies(utts: list[UtteranceSpec], copies: int, engines: tuple[str, ...], seed: int) -> list[UtteranceSpec]:
+    """``utts`` (already voiced) plus ``copies - 1`` more renditions of each, in voices the text does not have
+    yet; a copy's id is ``<id>-v<k>`` (k = 2..copies), so the originals stay exactly as they were."""
+    out = list(utts)
+    for u in utts:
+        used = [u.voice.name]
+        for k in range(2, copies + 1):
+            cid = f"{u.id}-v{k}"
+            voice = pick_voice(cid, engines, seed, avoid=tuple(used))
+            used.append(voice.name)
+            out.append(dataclasses.replace(u, id=cid, voice=voice, tts_seed=_digest("tts", seed, cid) % 2**32))
+    return out
 
 
 def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: int) -> list[UtteranceSpec]:
@@ -263,7 +294,11 @@ def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: 
                                "qa-closed-book" if it["closed_book"] else "qa-context", question=it["question"],
                                context=it["context"], answers=tuple(it["answers"]), closed_book=it["closed_book"])
                  for i, it in enumerate(items)]
-    return assign_voices(utts, preset.engines, seed)
+    utts = assign_voices(utts, preset.engines, seed)
+    if preset.train_voices > 1:
+        train_utts = [u for u in utts if u.task == "asr" and u.split == "train"]
+        utts += add_voice_copies(train_utts, preset.train_voices, preset.engines, seed)[len(train_utts):]
+    return utts
 
 
 def _wheel(downloads: Path, name: str) -> Path:

@@ -22,6 +22,8 @@ from lhotse.utils import fastcopy
 from torch import Tensor
 from tqdm import tqdm
 
+from nemo_aura.parts.files import link_atomic
+
 TARGETS_FIELD = "teacher_targets"
 LAYERS_FIELD = "teacher_layers"
 
@@ -53,12 +55,13 @@ def cache_signature(model) -> dict:
     }
 
 
-def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8) -> Path:
+def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8, reuse_from: Path | None = None) -> Path:
     """Write ``out_dir/cuts.jsonl.gz`` (+ ``targets/``, ``cache.json``); return the manifest path.
 
     Rerun-safe: a finished cache (``cache.json`` present with the same signature) is reused; arrays of an
     interrupted run are kept in ``targets.partial/`` and only missing or unreadable ones are recomputed;
-    the manifest and ``cache.json`` are written last, atomically.
+    the manifest and ``cache.json`` are written last, atomically. ``reuse_from``: another finished cache
+    (same signature) whose arrays of the same audio are linked in, not recomputed.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,7 @@ def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8)
     cut_list = sorted(cuts, key=lambda c: c.id)
     by_length = sorted(cut_list, key=lambda c: (c.duration, c.id))  # similar lengths share a (short) teacher window
     writer = NumpyFilesWriter(partial)
+    reused = _link_cached_arrays(reuse_from, signature, cut_list, partial) if reuse_from is not None else 0
     done = {}
     start, computed = time.time(), 0
     model.eval()
@@ -113,7 +117,7 @@ def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8)
     CutSet.from_cuts(out).to_file(tmp)
     os.replace(tmp, manifest)
     meta = {
-        "signature": signature, "num_cuts": len(out), "computed_now": computed,
+        "signature": signature, "num_cuts": len(out), "computed_now": computed, "linked_from_other_cache": reused,
         "seconds": round(time.time() - start, 1), "dtype": "float16", "layout": "(patches, layers, dim)",
         "bytes": sum(f.stat().st_size for f in final.rglob("*.npy")),
     }
@@ -121,6 +125,34 @@ def build_teacher_cache(model, cuts: CutSet, out_dir: Path, batch_size: int = 8)
     tmp_meta.write_text(json.dumps(meta, indent=2))
     os.replace(tmp_meta, meta_path)
     return manifest
+
+
+def _audio_identity(cut) -> tuple:
+    """What makes two cuts the same teacher input: id, audio file name (stage 1 names wavs by a hash of
+    text, voice and seed), offset and duration."""
+    return cut.id, Path(cut.recording.sources[0].source).name, round(cut.start, 3), round(cut.duration, 3)
+
+
+def _link_cached_arrays(other_dir: Path, signature: dict, cuts: list, partial: Path) -> int:
+    """Link ``other_dir``'s arrays of the same audio into ``partial`` (the interrupted-run store, which the
+    loop already trusts); returns how many. Refuses a cache of another teacher/patch configuration."""
+    other_dir = Path(other_dir)
+    meta, manifest = other_dir / "cache.json", other_dir / "cuts.jsonl.gz"
+    if not (meta.is_file() and manifest.is_file()):
+        raise FileNotFoundError(f"reuse_from '{other_dir}': no finished teacher cache (cache.json + cuts.jsonl.gz)")
+    if json.loads(meta.read_text())["signature"] != signature:
+        raise ValueError(f"reuse_from '{other_dir}': cached for another teacher/patch config; it cannot be reused")
+    stored = {_audio_identity(c): c.custom[TARGETS_FIELD] for c in CutSet.from_file(manifest)}
+    linked = 0
+    for cut in cuts:
+        array = stored.get(_audio_identity(cut))
+        key = _key(cut.id) + ".npy"
+        dest = partial / key[:3] / key
+        if array is None or dest.exists():
+            continue
+        link_atomic(Path(array.storage_path) / array.storage_key, dest)
+        linked += 1
+    return linked
 
 
 def _key(cut_id: str) -> str:

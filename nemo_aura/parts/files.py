@@ -35,3 +35,15 @@ def write_json_atomic(path: str | Path, data, **dumps_kwargs) -> None:
 
 def write_jsonl_atomic(path: str | Path, rows) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def link_atomic(src: str | Path, dest: str | Path) -> None:
+    """``dest`` as a hard link to ``src`` (a copy across file systems), appearing complete or not at all: a
+    larger corpus shares the smaller one's wavs and teacher targets without duplicating them on disk."""
+    import shutil
+
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

@@ -94,9 +94,7 @@ class System:
     @property
     def training_history(self) -> list[dict]:
         """The training runs recorded in a saved model (``nemo_aura.train.record_training``); none for the LLM."""
-        model = getattr(self, "model", None)
-        history = model.cfg.get("training_history") if model is not None else None
-        return OmegaConf.to_container(history) if history else []
+        return history_of(getattr(self, "model", None))
 
     def transcribe(self, audio: np.ndarray) -> str | None:
         """A transcript of the audio, if this system can make one (for WER)."""
@@ -148,6 +146,12 @@ class SpeechModel(System):
         return {"answer": self.model.decode_ids(ids), "answer_tokens": len(ids)}
 
 
+def history_of(model) -> list[dict]:
+    """``model.cfg.training_history`` as plain data ([] for None or a model that records none)."""
+    history = model.cfg.get("training_history") if model is not None else None
+    return OmegaConf.to_container(history) if history else []
+
+
 class SpeechModelTextOnly(System):
     """The speech model's LLM + LoRA reading the text question: does the adapter keep text ability?"""
 
@@ -159,6 +163,11 @@ class SpeechModelTextOnly(System):
         model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
         self.name = name
         self.llm = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
+        self.history = history_of(model)  # the adapter's training, though only its LLM + LoRA are kept
+
+    @property
+    def training_history(self) -> list[dict]:
+        return self.history
 
     def answer(self, item, audio, max_new_tokens):
         return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AuRA recipe (ESPnet style): distil a frozen ASR encoder into an LLM's first K layers, then drop it.
 #
-#   bash recipes/aura/run.sh [--stage N] [--stop-stage M] [--preset default|tiny] [--tag T] [--nj N] \
+#   bash recipes/aura/run.sh [--stage N] [--stop-stage M] [--preset default|tiny|default_x2|default_x4] [--tag T] [--nj N] \
 #        [--exp-root DIR (default exp; models go to DIR/models, results to DIR/<tag>)] \
 #        [-- hydra.overrides for stage 3, e.g. trainer.max_steps=100 model.lora.r=16]
 #
@@ -11,6 +11,8 @@
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
 #     from the stage-3 model, scored on dev WER / QA F1 / text ability (exp/<tag>/ablation)
+# Presets default_x2 / default_x4 (lever 7, data scale) rebuild stages 1-3 on 2x / 4x the distillation audio,
+# linking the default run's wavs and teacher targets; conf/ablation/data_scale.yaml then compares the corpora.
 set -euo pipefail
 
 stage=0
@@ -39,6 +41,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 preset_file=recipes/aura/presets/$preset.sh
 [ -f "$preset_file" ] || { echo "run.sh: no preset '$preset' ($preset_file)" >&2; exit 2; }
+reuse_from=""   # a preset may name another tag's exp dir whose stage-1 wavs and stage-2 targets it shares
 # shellcheck source=/dev/null
 source "$preset_file"
 tag=${tag:-$preset}
@@ -83,13 +86,18 @@ stage0() {
 }
 
 stage1() {
-  "$python" $local/prepare_data.py --out "$stage1" --preset "$data_preset" --nj "$nj" --downloads "$exp_root/downloads"
+  local reuse_args=()
+  [ -n "$reuse_from" ] && reuse_args=(--reuse-audio-from "$reuse_from/stage1")  # same utterances: link, not synthesize
+  "$python" $local/prepare_data.py --out "$stage1" --preset "$data_preset" --nj "$nj" --downloads "$exp_root/downloads" \
+    "${reuse_args[@]}"
 }
 
 stage2() {
+  local reuse_args=()
+  [ -n "$reuse_from" ] && reuse_args=(--reuse-from "$reuse_from/stage2")  # same audio: link the cached targets
   "$python" $local/cache_teacher.py --cuts "train=$distill_train" --cuts "dev=$distill_dev" \
     --cuts "qa_train=$qa_train" --cuts "qa_dev=$qa_dev" --out "$exp/stage2" \
-    --batch-size "$cache_batch_size" --bench-utts "$bench_utts" -- "${model_overrides[@]}"
+    --batch-size "$cache_batch_size" --bench-utts "$bench_utts" "${reuse_args[@]}" -- "${model_overrides[@]}"
 }
 
 stage3() {

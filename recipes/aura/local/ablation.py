@@ -9,6 +9,9 @@
 A spec with a ``distill:`` section (conf/ablation/architecture.yaml) first distils each variant from scratch
 (``--config-name distill`` on ``--distill-train``'s cached teacher targets, or on the plain cuts with the
 teacher online for variants marked ``online_teacher: true``, e.g. another patch rate), then reads as above.
+A variant with ``init: <.nemo>`` starts from that model instead of ``--init`` (conf/ablation/data_scale.yaml:
+the stage-3 models of the default, default_x2 and default_x4 corpora); when it sits in a recipe exp dir
+(``<exp>/<tag>/stage3/``), that tag's corpus size and stage times are reported with it.
 Each variant trains in its own process (``python -m nemo_aura.train --config-name finetune``: checkpoints,
 resume after a kill) into ``<out>/<variant>/``, then ``nemo_aura.scoring.reading`` scores it; finished
 variants are skipped on rerun. Writes ``results.json``, ``results.md`` and ``results.png`` under ``<out>``.
@@ -68,13 +71,17 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
     variant = OmegaConf.to_container(variant) if variant is not None else []
     if isinstance(variant, dict):
         overrides, online_teacher = list(variant.get("overrides") or []), bool(variant.get("online_teacher"))
-        unknown = set(variant) - {"overrides", "online_teacher", "steps_factor"}
+        unknown = set(variant) - {"overrides", "online_teacher", "steps_factor", "init"}
         if unknown:
             raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} "
-                             "(expected overrides, online_teacher, steps_factor)")
+                             "(expected overrides, online_teacher, steps_factor, init)")
         factor = float(variant.get("steps_factor", 1))
+        own_init = Path(variant["init"]) if variant.get("init") else None
     else:
-        overrides, online_teacher, factor = list(variant), False, 1.0
+        overrides, online_teacher, factor, own_init = list(variant), False, 1.0, None
+    if own_init is not None and not own_init.is_file():
+        raise SystemExit(f"ablation: variant {name} starts from '{own_init}', which does not exist "
+                         "(build it first, e.g. its preset's stages 1-3)")
     vdir = args.out / name
     result_path = vdir / "eval.json"
     if result_path.exists() and not args.rescore:
@@ -83,7 +90,7 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
     nemo = vdir / "model.nemo"
     steps = max(1, round((args.steps or int(spec.steps)) * factor))  # steps_factor: the same lever, a larger budget
     from_scratch = spec.get("distill") is not None
-    init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else args.init
+    init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else own_init or args.init
     read_overrides = [] if from_scratch else overrides  # architecture variants differ in phase 1 only
     if not nemo.exists():
         cmd = [
@@ -107,8 +114,40 @@ def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
         after = json.loads((vdir / "distill" / "validation_after.json").read_text())
         cos = [v for k, v in after.items() if k.startswith("val_distill_cos_layer")]
         result["distill"] = {"mean_cos": sum(cos) / len(cos), "per_layer_cos": after}
+    if own_init is not None:
+        result["init"] = str(own_init)
+        result["corpus"] = recipe_corpus(own_init)
     write_json_atomic(result_path, result)
     return result
+
+
+def recipe_corpus(nemo: Path) -> dict | None:
+    """Size and cost of the corpus a recipe stage-3 model (``<exp>/<tag>/stage3/*.nemo``) was distilled on:
+    stage 1's distillation-train utterances and hours, stage 2's teacher targets computed vs linked, and the
+    recorded wall seconds of stages 1-3 (None outside a recipe exp dir)."""
+    exp = nemo.resolve().parent.parent
+    summary, cache = exp / "stage1" / "summary.json", exp / "stage2" / "train" / "cache.json"
+    if not summary.is_file():
+        return None
+    train = json.loads(summary.read_text())["subsets"]["distill_train"]
+    out = {"tag": exp.name, "utterances": train["utterances"], "hours": train["hours"], "stage_seconds": {}}
+    if cache.is_file():
+        meta = json.loads(cache.read_text())
+        out["teacher_targets"] = {"computed": meta.get("computed_now"), "linked": meta.get("linked_from_other_cache", 0)}
+    times = exp / "stage_times.tsv"
+    for line in times.read_text().splitlines() if times.is_file() else []:
+        _, stage, secs, *_ = line.split("\t")
+        if stage in {"1", "2", "3"}:  # a stage rerun appends: the sum is the CPU wall time spent on it
+            out["stage_seconds"][stage] = out["stage_seconds"].get(stage, 0) + int(float(secs))
+    return out
+
+
+def corpus_cell(corpus: dict | None) -> str:
+    if not corpus:
+        return "-"
+    t = corpus.get("stage_seconds", {})
+    return (f"{corpus['tag']}: {corpus['utterances']} utts, {corpus['hours']:.2f} h; stages 1/2/3 "
+            f"{t.get('1', '-')}/{t.get('2', '-')}/{t.get('3', '-')} s")
 
 
 def seconds(value) -> str:
@@ -123,16 +162,20 @@ def mismatched(asr: dict) -> str:
 def table(results: list[dict]) -> str:
     distilled = any(r.get("distill") for r in results)  # from-scratch specs: phase 1's dev cosine
     budgets = len({r["steps"] for r in results}) > 1  # a steps column only when the budgets differ
+    corpora = any(r.get("corpus") for r in results)  # data-scale specs: which corpus the start model saw
     lines = [
-        "| variant | overrides | " + ("steps | " if budgets else "") + ("distill dev cos | " if distilled else "") +
+        "| variant | overrides | " + ("distillation corpus | " if corpora else "") + ("steps | " if budgets else "") +
+        ("distill dev cos | " if distilled else "") +
         "dev WER | WER vs other utterances | dev QA EM | dev QA F1 | text identical | text F1 (adapted / base) | train s |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if distilled else "") + ("---|" if budgets else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if distilled else "") + ("---|" if budgets else "") +
+        ("---|" if corpora else ""),
     ]
     for r in results:
         cos = (f"{r['distill']['mean_cos']:.3f} | " if r.get("distill") else "- | ") if distilled else ""
         steps = f"{r['steps']} | " if budgets else ""
+        corpus = f"{corpus_cell(r.get('corpus'))} | " if corpora else ""
         lines.append(
-            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {steps}{cos}{r['asr']['wer']:.3f} | "
+            f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {corpus}{steps}{cos}{r['asr']['wer']:.3f} | "
             f"{mismatched(r['asr'])} | {r['qa']['em']:.3f} | "
             f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
             f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
@@ -184,16 +227,17 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.overrides = overrides
     spec = OmegaConf.load(args.spec)
-    if spec.get("distill") is None and args.init is None:
-        raise SystemExit(f"ablation: {args.spec} starts every variant from --init; give it")
-    for path in [args.init, args.distill_train, args.distill_dev, args.asr_dev, args.qa_dev, *args.train_cuts, args.spec]:
-        if path is not None and not Path(path).is_file():
-            raise SystemExit(f"ablation: '{path}' does not exist")
     variants = dict(spec.variants)
     chosen = [v for v in args.only.split(",") if v] or list(variants)
     unknown = [v for v in chosen if v not in variants]
     if unknown:
         raise SystemExit(f"ablation: unknown variants {unknown}; {args.spec} has {list(variants)}")
+    own_init = [v for v in chosen if OmegaConf.is_dict(variants[v]) and variants[v].get("init")]
+    if spec.get("distill") is None and args.init is None and len(own_init) < len(chosen):
+        raise SystemExit(f"ablation: {args.spec}'s variants {sorted(set(chosen) - set(own_init))} start from --init; give it")
+    for path in [args.init, args.distill_train, args.distill_dev, args.asr_dev, args.qa_dev, *args.train_cuts, args.spec]:
+        if path is not None and not Path(path).is_file():
+            raise SystemExit(f"ablation: '{path}' does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
     mix = write_cut_mix(args.train_cuts, args.out / "train_mix.jsonl.gz")  # transcripts (asr) + questions (qa)
     ran = {v: run_variant(v, variants[v], args, spec, mix) for v in chosen}
@@ -201,7 +245,8 @@ def main(argv=None) -> None:
     results = [ran[v] if v in ran else json.loads((args.out / v / "eval.json").read_text())
                for v in variants if v in ran or (args.out / v / "eval.json").exists()]
     start = (f"are distilled from scratch ({spec.distill.steps} steps of {spec.distill.batch_duration} s), then"
-             if spec.get("distill") is not None else f"start from `{args.init}` and")
+             if spec.get("distill") is not None else
+             f"start from `{args.init}` (or their own `init`) and" if args.init else "start from their own `init` model and")
     base_steps = args.steps or int(spec.steps)
     summary = {
         "spec_name": args.spec.stem, "spec": OmegaConf.to_container(spec), "steps": base_steps,

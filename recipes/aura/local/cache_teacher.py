@@ -32,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bench-utts", type=int, default=48, help="0 disables the cache-vs-online timing")
+    parser.add_argument("--reuse-from", type=Path, default=None,
+                        help="another stage-2 directory: its NAME/ caches (same teacher config) give the arrays of "
+                             "the same audio, which are linked instead of recomputed (data-scale presets)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the distill config (model=..., model.*=...)")
     return parser.parse_args()
 
@@ -91,10 +94,12 @@ def main() -> None:
         if not path or not Path(path).is_file():
             raise FileNotFoundError(f"--cuts {spec!r}: expected NAME=PATH to an existing CutSet manifest")
         start = time.time()
-        manifests[name] = build_teacher_cache(model, CutSet.from_file(path), args.out / name, args.batch_size)
+        other = args.reuse_from / name if args.reuse_from is not None and (args.reuse_from / name / "cache.json").is_file() else None
+        manifests[name] = build_teacher_cache(model, CutSet.from_file(path), args.out / name, args.batch_size, reuse_from=other)
         meta = json.loads((args.out / name / "cache.json").read_text())
         print(f"[stage2] {name}: {meta['num_cuts']} cuts cached in {args.out / name} "
-              f"({meta['bytes'] / 2**20:.1f} MiB fp16; {time.time() - start:.1f} s this run)")
+              f"({meta['bytes'] / 2**20:.1f} MiB fp16; {meta.get('linked_from_other_cache', 0)} linked from "
+              f"{args.reuse_from}; {time.time() - start:.1f} s this run)")
     bench_json = args.out / "cache_benchmark.json"
     if args.bench_utts > 0 and not bench_json.exists():
         train = CutSet.from_file(manifests["train"] if "train" in manifests else next(iter(manifests.values())))

@@ -35,6 +35,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", type=Path, default=ROOT / "manifests" / "qa_spec.yaml")
     parser.add_argument("--downloads", type=Path, default=Path("exp/downloads"))
+    parser.add_argument("--reuse-audio-from", type=Path, default=None,
+                        help="another stage-1 directory (e.g. the default corpus for default_x2): its wavs of the "
+                             "same utterances (same id, text, voice, seed) are hard-linked instead of synthesized")
     parser.add_argument("--librispeech", type=Path, default=None, help="a local LibriSpeech root (replaces distill_*)")
     parser.add_argument("--heysquad-json", type=Path, default=None, help="HeySQuAD/SQuAD-format JSON (replaces qa_test)")
     parser.add_argument("--heysquad-audio", type=Path, default=None)
@@ -58,6 +61,26 @@ def _synth(job):
 
     utt, path = job
     return utt.id, synthesize(utt, Path(path))
+
+
+def link_existing_audio(utts, out: Path, source: Path) -> int:
+    """Hard-link (or copy, across file systems) the wavs ``source`` already has for these utterances. The
+    wav's name carries a hash of its text, voice and seed, so only the very same audio is reused."""
+    from nemo_aura.data.corpus import audio_path
+    from nemo_aura.parts.files import link_atomic
+
+    if not (source / "audio").is_dir():
+        raise SystemExit(f"--reuse-audio-from '{source}': no audio/ directory (expected a finished stage-1 output)")
+    linked = 0
+    for u in utts:
+        dest = audio_path(out, u)
+        src = source / dest.relative_to(out)
+        if dest.exists() or not src.is_file():
+            continue
+        link_atomic(src, dest)
+        linked += 1
+    print(f"[stage1] reused {linked} wavs from {source}", flush=True)
+    return linked
 
 
 def synthesize_all(utts, out: Path, nj: int) -> None:
@@ -131,6 +154,7 @@ def main() -> None:
     if preset.use_downloads:
         fetch_wheels(args.downloads)
     utts = plan_corpus(preset, load_spec(args.spec), args.downloads, args.seed)
+    reused = link_existing_audio(utts, args.out, args.reuse_audio_from) if args.reuse_audio_from else 0
     synthesize_all(utts, args.out, args.nj)
     cuts_by_name, too_long = make_cuts(utts, args.out)
     if args.librispeech or args.heysquad_json:
@@ -140,7 +164,8 @@ def main() -> None:
     paths = write_manifests(cuts_by_name, args.out)
     validate(paths)
     summary = summarize(cuts_by_name, time.time() - start)
-    summary.update(seed=args.seed, preset=args.preset, left_out_too_long=too_long)
+    summary.update(seed=args.seed, preset=args.preset, train_voices=preset.train_voices, reused_wavs=reused,
+                   left_out_too_long=too_long)
     write_json_atomic(args.out / "summary.json", summary)
     (args.out / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
     print(f"[stage1] {summary['utterances']} utterances, {summary['hours']:.2f} h, {len(summary['voices'])} voices, "

@@ -25,11 +25,11 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", type=Path, required=True, help="exp/<tag> of a recipe run")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     found = [name for name in REPORTS if (args.exp / name / "results.md").is_file()]
     if not found:
         raise SystemExit(f"show_results: no results.md under {args.exp}/{{{','.join(REPORTS)}}}: run stage 6 or 7 first")

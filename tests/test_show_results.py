@@ -1,0 +1,35 @@
+"""recipes/aura/local/show_results.py: a run's reports and plots snapshotted beside the recipe."""
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+
+
+def load_show_results():
+    spec = importlib.util.spec_from_file_location("show_results", ROOT / "recipes/aura/local/show_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_snapshot_copies_reports_and_points_plots_at_the_copies(tmp_path):
+    show = load_show_results()
+    stage6 = tmp_path / "exp" / "stage6"
+    stage6.mkdir(parents=True)
+    (stage6 / "results.md").write_text("# Scoring\n\n## Targets\n\n| a |\n\n![latency](latency.png)\n")
+    (stage6 / "results.json").write_text("{}")
+    for png in ("latency.png", "memory.png"):
+        (stage6 / png).write_bytes(b"\x89PNG")
+    show.main(["--exp", str(tmp_path / "exp"), "--out", str(tmp_path / "snap")])
+    text = (tmp_path / "snap" / "RESULTS.md").read_text()
+    assert "## Stage 6" in text and "Stage 7" not in text  # only the reports that exist
+    assert "# Scoring" not in text and "### Targets" in text  # the report's headings nest under the section
+    assert "](stage6/latency.png)" in text and "![memory](stage6/memory.png)" in text  # linked and unlinked plots
+    assert sorted(p.name for p in (tmp_path / "snap" / "stage6").iterdir()) == [
+        "latency.png", "memory.png", "results.json", "results.md"]
+
+
+def test_snapshot_of_a_run_without_reports_says_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="no results.md under .*run stage 6 or 7 first"):
+        load_show_results().main(["--exp", str(tmp_path), "--out", str(tmp_path / "snap")])
