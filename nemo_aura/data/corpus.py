@@ -85,12 +85,11 @@ PRESETS = {
     # Data scale (issue 7, lever 7): the text sources are exhausted at the default size, so more data = the
     # same train texts in more voices. Dev/QA are the default's, and so is every default utterance (same id,
     # voice and seed: ``--reuse-audio-from`` links the default's wavs instead of synthesizing them again).
-    "default_x2": CorpusPreset(distill_train=None, distill_dev=120, train_voices=2),
-    "default_x4": CorpusPreset(distill_train=None, distill_dev=120, train_voices=4),
     "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},
                          engines=("espeak",), use_downloads=False, templated=40),
 }
-PRESETS["tiny_x2"] = dataclasses.replace(PRESETS["tiny"], train_voices=2)  # CI check of the data-scale path
+PRESETS.update({f"{base}_x{n}": dataclasses.replace(PRESETS[base], train_voices=n)  # tiny_x2: the CI check
+                for base, n in (("default", 2), ("default", 4), ("tiny", 2))})
 
 
 # ------------------------------------------------------------------------------------------ text sources
@@ -265,9 +264,9 @@ def assign_voices(utts: list[UtteranceSpec], engines: tuple[str, ...], seed: int
 
 
 def add_voice_copies(utts: list[UtteranceSpec], copies: int, engines: tuple[str, ...], seed: int) -> list[UtteranceSpec]:
-    """``utts`` (already voiced) plus ``copies - 1`` more renditions of each, in voices the text does not have
+    """``copies - 1`` more renditions of each of ``utts`` (already voiced), in voices the text does not have
     yet; a copy's id is ``<id>-v<k>`` (k = 2..copies), so the originals stay exactly as they were."""
-    out = list(utts)
+    out = []
     for u in utts:
         used = [u.voice.name]
         for k in range(2, copies + 1):
@@ -297,7 +296,7 @@ def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: 
     utts = assign_voices(utts, preset.engines, seed)
     if preset.train_voices > 1:
         train_utts = [u for u in utts if u.task == "asr" and u.split == "train"]
-        utts += add_voice_copies(train_utts, preset.train_voices, preset.engines, seed)[len(train_utts):]
+        utts += add_voice_copies(train_utts, preset.train_voices, preset.engines, seed)
     return utts
 
 

@@ -86,15 +86,11 @@ class System:
     name: str
     uses_audio = True
     sample_rate = 16000
+    training_history: list[dict] = []  # runs recorded in a loaded .nemo (``nemo_aura.train.record_training``)
 
     def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
         """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
         raise NotImplementedError
-
-    @property
-    def training_history(self) -> list[dict]:
-        """The training runs recorded in a saved model (``nemo_aura.train.record_training``); none for the LLM."""
-        return history_of(getattr(self, "model", None))
 
     def transcribe(self, audio: np.ndarray) -> str | None:
         """A transcript of the audio, if this system can make one (for WER)."""
@@ -136,6 +132,7 @@ class SpeechModel(System):
             raise FileNotFoundError(f"{name}: model '{nemo_path}' does not exist")
         self.model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
         self.name, self.sample_rate = name, self.model.sample_rate
+        self.training_history = history_of(self.model)
 
     def transcribe(self, audio):
         return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]
@@ -147,8 +144,8 @@ class SpeechModel(System):
 
 
 def history_of(model) -> list[dict]:
-    """``model.cfg.training_history`` as plain data ([] for None or a model that records none)."""
-    history = model.cfg.get("training_history") if model is not None else None
+    """``model.cfg.training_history`` as plain data ([] for a model that records none)."""
+    history = model.cfg.get("training_history")
     return OmegaConf.to_container(history) if history else []
 
 
@@ -163,11 +160,7 @@ class SpeechModelTextOnly(System):
         model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
         self.name = name
         self.llm = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
-        self.history = history_of(model)  # the adapter's training, though only its LLM + LoRA are kept
-
-    @property
-    def training_history(self) -> list[dict]:
-        return self.history
+        self.training_history = history_of(model)  # the adapter's training, though only its LLM + LoRA are kept
 
     def answer(self, item, audio, max_new_tokens):
         return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)

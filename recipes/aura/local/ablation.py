@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -67,21 +68,32 @@ def distill_variant(name: str, overrides: list[str], online_teacher: bool, args,
     return distilled
 
 
-def run_variant(name: str, variant, args, spec, mix: Path) -> dict:
-    variant = OmegaConf.to_container(variant) if variant is not None else []
-    if isinstance(variant, dict):
-        overrides, online_teacher = list(variant.get("overrides") or []), bool(variant.get("online_teacher"))
-        unknown = set(variant) - {"overrides", "online_teacher", "steps_factor", "init"}
-        if unknown:
-            raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} "
-                             "(expected overrides, online_teacher, steps_factor, init)")
-        factor = float(variant.get("steps_factor", 1))
-        own_init = Path(variant["init"]) if variant.get("init") else None
-    else:
-        overrides, online_teacher, factor, own_init = list(variant), False, 1.0, None
-    if own_init is not None and not own_init.is_file():
-        raise SystemExit(f"ablation: variant {name} starts from '{own_init}', which does not exist "
+class Variant(NamedTuple):
+    """One entry of a spec's ``variants:``: a list of overrides, or a mapping with the keys below."""
+
+    overrides: list[str]
+    online_teacher: bool = False
+    steps_factor: float = 1.0
+    init: Path | None = None  # its own start model instead of --init
+
+
+def parse_variant(name: str, entry) -> Variant:
+    entry = OmegaConf.to_container(entry) if entry is not None else []
+    if not isinstance(entry, dict):
+        return Variant(list(entry))
+    unknown = set(entry) - set(Variant._fields)
+    if unknown:
+        raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} (expected {', '.join(Variant._fields)})")
+    init = Path(entry["init"]) if entry.get("init") else None
+    if init is not None and not init.is_file():
+        raise SystemExit(f"ablation: variant {name} starts from '{init}', which does not exist "
                          "(build it first, e.g. its preset's stages 1-3)")
+    return Variant(list(entry.get("overrides") or []), bool(entry.get("online_teacher")),
+                   float(entry.get("steps_factor", 1)), init)
+
+
+def run_variant(name: str, variant: Variant, args, spec, mix: Path) -> dict:
+    overrides, online_teacher, factor, own_init = variant
     vdir = args.out / name
     result_path = vdir / "eval.json"
     if result_path.exists() and not args.rescore:
@@ -232,15 +244,16 @@ def main(argv=None) -> None:
     unknown = [v for v in chosen if v not in variants]
     if unknown:
         raise SystemExit(f"ablation: unknown variants {unknown}; {args.spec} has {list(variants)}")
-    own_init = [v for v in chosen if OmegaConf.is_dict(variants[v]) and variants[v].get("init")]
-    if spec.get("distill") is None and args.init is None and len(own_init) < len(chosen):
-        raise SystemExit(f"ablation: {args.spec}'s variants {sorted(set(chosen) - set(own_init))} start from --init; give it")
+    parsed = {v: parse_variant(v, variants[v]) for v in chosen}
+    need_init = sorted(v for v in chosen if parsed[v].init is None)
+    if spec.get("distill") is None and args.init is None and need_init:
+        raise SystemExit(f"ablation: {args.spec}'s variants {need_init} start from --init; give it")
     for path in [args.init, args.distill_train, args.distill_dev, args.asr_dev, args.qa_dev, *args.train_cuts, args.spec]:
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"ablation: '{path}' does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
     mix = write_cut_mix(args.train_cuts, args.out / "train_mix.jsonl.gz")  # transcripts (asr) + questions (qa)
-    ran = {v: run_variant(v, variants[v], args, spec, mix) for v in chosen}
+    ran = {v: run_variant(v, parsed[v], args, spec, mix) for v in chosen}
     # variants of this spec finished by an earlier (e.g. --only) run stay in its table
     results = [ran[v] if v in ran else json.loads((args.out / v / "eval.json").read_text())
                for v in variants if v in ran or (args.out / v / "eval.json").exists()]

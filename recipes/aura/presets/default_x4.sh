@@ -1,11 +1,6 @@
-# Data-scale preset (issue 7, lever 7): the default recipe on 4x the distillation audio — every train text of
-# the default corpus in four distinct voices (the text sources are exhausted at the default size). Dev, QA and every
-# default utterance are the default's: stage 1 links the default corpus's wavs and stage 2 its cached teacher
-# targets instead of recomputing them, so only the new renditions cost synthesis and teacher time. Needs
-# `bash recipes/aura/run.sh --stop-stage 2` (the default) first; the lever compares stage-3 models:
+# Data-scale preset (issue 7, lever 7): as default_x2, with every train text in four distinct voices (4x the
+# distillation audio); the default's wavs and teacher targets are linked the same way.
 #   bash recipes/aura/run.sh --preset default_x4 --stage 1 --stop-stage 3
-#   then the data_scale ablation (recipes/aura/run.sh --stage 7 help text; conf/ablation/data_scale.yaml).
 # shellcheck source=/dev/null
-source recipes/aura/presets/default.sh
+source recipes/aura/presets/default_x2.sh
 data_preset=default_x4
-reuse_from=$exp_root/default
