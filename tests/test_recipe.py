@@ -136,6 +136,21 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     corpus = json.loads((exp / "ablation" / "corpus_x1" / "eval.json").read_text())["corpus"]
     assert corpus["tag"] == "ci" and corpus["utterances"] == tiny.distill_train and set(corpus["stage_seconds"]) == {"1", "2", "3"}
     assert f"| corpus_x1 | - | ci: {tiny.distill_train} utts" in (exp / "ablation" / "results.md").read_text()
+    # A budget curve: steps_factor 0 scores a recipe model as it is; a continued run counts its init's steps too.
+    budget = tmp_path / "budget_tiny.yaml"
+    aura_qa = exp / "stage5" / "aura_qa.nemo"
+    budget.write_text(f"steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n"
+                      f"  as_is: {{init: {aura_qa}, steps_factor: 0}}\n  continued: {{init: {aura_qa}, overrides: []}}\n")
+    curve = ablation("--spec", str(budget))
+    assert curve.returncode == 0, curve.stdout[-3000:] + curve.stderr[-3000:]
+    assert not (exp / "ablation" / "as_is" / "model.nemo").exists()  # scored, not trained
+    as_is = json.loads((exp / "ablation" / "as_is" / "eval.json").read_text())
+    assert (as_is["steps"], as_is["model"], as_is["train_seconds"]) == (0, str(aura_qa), None)
+    assert "| as_is | - | 0 (4 in all) |" in curve.stdout and "| continued | - | 2 (6 in all) |" in curve.stdout
+    bad = tmp_path / "budget_bad.yaml"
+    bad.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n  nothing: {steps_factor: 0}\n")
+    refused = ablation("--spec", str(bad))
+    assert refused.returncode != 0 and "steps_factor 0 (score its init as it is) but no init" in refused.stderr
     # ... and the x2 corpus (tiny_x2 links the tiny run's wavs and teacher targets; only the new voices cost)
     (tmp_path / "tiny").symlink_to(exp)
     cmd = ["bash", str(ROOT / "recipes/aura/run.sh"), "--preset", "tiny_x2", "--exp-root", str(tmp_path), "--stage", "1", "--stop-stage", "2"]

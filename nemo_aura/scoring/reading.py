@@ -19,7 +19,7 @@ from nemo_aura.data.dataset import cut_transcript
 from nemo_aura.parts.files import write_json_atomic
 from nemo_aura.scoring.items import load_items
 from nemo_aura.scoring.metrics import exact_match, token_f1, wer
-from nemo_aura.scoring.systems import TextAnswerer, text_message
+from nemo_aura.scoring.systems import TextAnswerer, history_of, text_message
 
 
 def transcription_wer(model, cuts_path: str, limit: int, batch_size: int = 8, max_new_tokens: int = 48) -> dict:
@@ -74,7 +74,7 @@ def evaluate(nemo_path: str, asr_cuts: str, qa_cuts: str, items: int, text_items
     torch.manual_seed(0)
     model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
     t0 = time.perf_counter()
-    out = {"model": str(nemo_path)}
+    out = {"model": str(nemo_path), "training_history": history_of(model)}
     with torch.no_grad():
         out["asr"] = transcription_wer(model, asr_cuts, items)
         out["qa"] = spoken_qa(model, qa_cuts, items)

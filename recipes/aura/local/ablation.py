@@ -73,7 +73,7 @@ class Variant(NamedTuple):
 
     overrides: list[str]
     online_teacher: bool = False
-    steps_factor: float = 1.0
+    steps_factor: float = 1.0  # x the spec's steps; 0 = no training, score ``init`` as it is
     init: Path | None = None  # its own start model instead of --init
 
 
@@ -85,6 +85,8 @@ def parse_variant(name: str, entry) -> Variant:
     if unknown:
         raise SystemExit(f"ablation: variant {name}: unknown keys {sorted(unknown)} (expected {', '.join(Variant._fields)})")
     init = Path(entry["init"]) if entry.get("init") else None
+    if float(entry.get("steps_factor", 1)) == 0 and init is None:
+        raise SystemExit(f"ablation: variant {name} has steps_factor 0 (score its init as it is) but no init")
     if init is not None and not init.is_file():
         raise SystemExit(f"ablation: variant {name} starts from '{init}', which does not exist "
                          "(build it first, e.g. its preset's stages 1-3)")
@@ -99,12 +101,13 @@ def run_variant(name: str, variant: Variant, args, spec, mix: Path) -> dict:
     if result_path.exists() and not args.rescore:
         print(f"[ablation] {name}: done before, reusing {result_path}", flush=True)
         return json.loads(result_path.read_text())
-    nemo = vdir / "model.nemo"
-    steps = max(1, round((args.steps or int(spec.steps)) * factor))  # steps_factor: the same lever, a larger budget
+    score_only = factor == 0  # the init as it is (e.g. a recipe stage-5 model): a point of a budget curve
+    nemo = own_init if score_only else vdir / "model.nemo"
+    steps = 0 if score_only else max(1, round((args.steps or int(spec.steps)) * factor))  # the same lever, a larger budget
     from_scratch = spec.get("distill") is not None
     init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else own_init or args.init
     read_overrides = [] if from_scratch else overrides  # architecture variants differ in phase 1 only
-    if not nemo.exists():
+    if not score_only and not nemo.exists():
         cmd = [
             sys.executable, "-m", "nemo_aura.train", "--config-name", "finetune", f"name={name}",
             f"init_from_nemo={init}", f"model.train_ds.cuts_path={mix}", f"model.validation_ds.cuts_path={args.qa_dev}",
@@ -171,9 +174,20 @@ def mismatched(asr: dict) -> str:
     return "-" if asr.get("wer_mismatched") is None else f"{asr['wer_mismatched']:.3f}"
 
 
+def reading_steps(result: dict) -> int | None:
+    """Fine-tuning steps the scored model has had in all (its training history without distillation runs)."""
+    history = result.get("training_history")
+    return None if history is None else sum(e["steps"] for e in history if not e["name"].endswith("distill"))
+
+
+def steps_cell(result: dict) -> str:
+    total = reading_steps(result)
+    return f"{result['steps']}" + ("" if total in (None, result["steps"]) else f" ({total} in all)")
+
+
 def table(results: list[dict]) -> str:
     distilled = any(r.get("distill") for r in results)  # from-scratch specs: phase 1's dev cosine
-    budgets = len({r["steps"] for r in results}) > 1  # a steps column only when the budgets differ
+    budgets = len({steps_cell(r) for r in results}) > 1  # a steps column only when the budgets differ
     corpora = any(r.get("corpus") for r in results)  # data-scale specs: which corpus the start model saw
     lines = [
         "| variant | overrides | " + ("distillation corpus | " if corpora else "") + ("steps | " if budgets else "") +
@@ -184,7 +198,7 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         cos = (f"{r['distill']['mean_cos']:.3f} | " if r.get("distill") else "- | ") if distilled else ""
-        steps = f"{r['steps']} | " if budgets else ""
+        steps = f"{steps_cell(r)} | " if budgets else ""
         corpus = f"{corpus_cell(r.get('corpus'))} | " if corpora else ""
         lines.append(
             f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {corpus}{steps}{cos}{r['asr']['wer']:.3f} | "
