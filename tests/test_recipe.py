@@ -95,6 +95,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert all(r["asr"]["wer_mismatched"] >= 0 and 0 < r["asr"]["distinct_hypotheses"] <= 1 for r in reading)
     assert (exp / "ablation" / "results.png").stat().st_size > 0
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
+    probed = json.loads((exp / "ablation" / "probe" / "results.json").read_text())  # the tiny preset's probe_args
+    assert [r["source"] for r in probed["probes"]] == ["student_L0", "student_L2", "teacher_L3"]
 
     # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
     spec = tmp_path / "architecture_tiny.yaml"

@@ -28,6 +28,14 @@ def test_snapshot_copies_reports_and_points_plots_at_the_copies(tmp_path):
     assert "](stage6/latency.png)" in text and "![memory](stage6/memory.png)" in text  # linked and unlinked plots
     assert sorted(p.name for p in (tmp_path / "snap" / "stage6").iterdir()) == [
         "latency.png", "memory.png", "results.json", "results.md"]
+    probe = tmp_path / "exp" / "ablation" / "probe"  # stage 7's probe joins the snapshot when it exists
+    probe.mkdir(parents=True)
+    (probe / "results.md").write_text("# Linear CTC probe\n\n| source |\n\n![probe WER per source](probe.png)\n")
+    (probe / "probe.png").write_bytes(b"\x89PNG")
+    show.main(["--exp", str(tmp_path / "exp"), "--out", str(tmp_path / "snap")])
+    text = (tmp_path / "snap" / "RESULTS.md").read_text()
+    assert "## Stage 7: linear CTC probe" in text and "](ablation/probe/probe.png)" in text
+    assert (tmp_path / "snap" / "ablation" / "probe" / "probe.png").is_file()
 
 
 def test_snapshot_of_a_run_without_reports_says_what_is_missing(tmp_path):

@@ -10,7 +10,8 @@
 #   3 distillation                   4 encoder removal     5 speech-QA fine-tuning (+ bridge baseline)
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
-#     from the stage-3 model, scored on dev WER / QA F1 / text ability (exp/<tag>/ablation)
+#     from the stage-3 model, scored on dev WER / QA F1 / text ability, and a linear CTC probe of the
+#     distilled layers vs the teacher's (exp/<tag>/ablation, exp/<tag>/ablation/probe)
 # Presets default_x2 / default_x4 (lever 7, data scale) rebuild stages 1-3 on 2x / 4x the distillation audio,
 # linking the default run's wavs and teacher targets; conf/ablation/data_scale.yaml then compares the corpora.
 set -euo pipefail
@@ -161,6 +162,12 @@ stage7() {
   "$python" $local/ablation.py --init "$exp/stage3/aura_distilled.nemo" --train-cuts "$distill_train" \
     --train-cuts "$qa_train" --asr-dev "$distill_dev" --qa-dev "$qa_dev" --out "$exp/ablation" $ablation_args \
     -- "${model_overrides[@]}"
+  # Is the spoken content in the distilled layers? A linear CTC probe of student and teacher layers ($probe_args).
+  local probe=$exp/ablation/probe
+  if [ -f "$probe/results.json" ]; then log "  $probe/results.json exists: skipping the probe"; return 0; fi
+  # shellcheck disable=SC2086
+  "$python" -m nemo_aura.scoring.probe --nemo "$exp/stage3/aura_distilled.nemo" \
+    --train-cuts "$exp/stage2/train/cuts.jsonl.gz" --dev-cuts "$exp/stage2/dev/cuts.jsonl.gz" --out "$probe" $probe_args
 }
 
 log "AuRA recipe: preset=$preset tag=$tag stages $stage..$stop_stage (exp dir $exp)"
@@ -171,5 +178,5 @@ run_stage 3 "layer-wise distillation" stage3
 run_stage 4 "encoder removal" stage4
 run_stage 5 "speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
 run_stage 6 "scoring: topline, cascade, bridge, AuRA" stage6
-run_stage 7 "reading ablation (issue 7 levers)" stage7
+run_stage 7 "reading ablation (issue 7 levers) and the layer probe" stage7
 log "done; stage wall times in $exp/stage_times.tsv"

@@ -4,7 +4,7 @@ without it, so the measured tables and their plots are kept beside the recipe.
 
     python recipes/aura/local/show_results.py --exp exp/default --out recipes/aura/results/default
 
-Copies stage 6's and the ablation's results.{md,json} and PNGs (whichever exist) to ``--out`` and writes
+Copies stage 6's, the ablation's and the probe's results.{md,json} and PNGs (whichever exist) to ``--out`` and writes
 ``--out/RESULTS.md``: the reports one after another, with the date and the git commit they were made at.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from nemo_aura.parts.files import write_text_atomic
 
-REPORTS = {"stage6": "Stage 6: AuRA vs bridge vs cascade vs text topline", "ablation": "Stage 7: ablation (issue 7)"}
+REPORTS = {"stage6": "Stage 6: AuRA vs bridge vs cascade vs text topline", "ablation": "Stage 7: ablation (issue 7)",
+           "ablation/probe": "Stage 7: linear CTC probe of the distilled layers"}
 
 
 def git_commit() -> str:

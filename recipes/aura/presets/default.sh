@@ -17,3 +17,4 @@ cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whis
 score_args="--limit 80 --sweep-seconds 1,5,10,20,30"   # stage 6: 80 test items timed and scored
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
+probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's
