@@ -93,6 +93,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert by_name["audio_only_lora"]["text"]["identical"] == 1.0  # text-only answers = the base LLM's
     assert all(0.0 <= r["asr"]["wer"] and 0.0 <= r["qa"]["f1"] <= 1.0 for r in reading)
     assert all(r["asr"]["wer_mismatched"] >= 0 and 0 < r["asr"]["distinct_hypotheses"] <= 1 for r in reading)
+    assert all(0.0 <= r["qa"]["f1_other_question"] <= 1.0 for r in reading)  # answers with another spoken question
     assert (exp / "ablation" / "results.png").stat().st_size > 0
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
     probed = json.loads((exp / "ablation" / "probe" / "results.json").read_text())  # the tiny preset's probe_args

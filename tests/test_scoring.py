@@ -75,3 +75,30 @@ def test_results_markdown_reports_targets():
     assert "| 7 | 0.040 | 1000 | 100 |" in md  # answer length and per-token time explain the latency
     assert "| 1 | 0.20 / 0.050 | 0.30 / 0.075 |" in md  # latency vs audio length, whole / first token
     assert "| aura | 1000 |  | 1200 |" in md and "| topline | 1000 |" not in md  # memory phases, where measured
+
+
+class _FakeSpeechModel:
+    """Answers by the audio it hears (``by_length``: samples -> answer) or, deaf, the context's first word."""
+
+    sample_rate = 16000
+
+    def __init__(self, by_length: dict[int, str] | None):
+        self.by_length = by_length
+
+    def generate(self, audio, task, contexts, max_new_tokens):
+        assert task == "qa" and len(audio) == 1
+        return [self.by_length[len(audio[0])] if self.by_length is not None else contexts[0].split()[0]]
+
+
+def test_spoken_qa_tells_a_model_that_hears_the_question_from_one_that_does_not(tmp_path):
+    from nemo_aura.scoring.reading import spoken_qa
+    from nemo_aura.testing import write_tiny_cuts
+
+    cuts = write_tiny_cuts(tmp_path, n=4, task="qa")  # 4 questions of different lengths, distinct gold answers
+    items = load_items(cuts)
+    hearing = _FakeSpeechModel({len(i.load_audio(16000)): i.answers[0] for i in items})
+    heard = spoken_qa(hearing, str(cuts), limit=4)
+    assert heard["f1"] == 1.0 and heard["f1_other_question"] == 0.0
+    deaf = spoken_qa(_FakeSpeechModel(None), str(cuts), limit=4)
+    assert deaf["f1"] == deaf["f1_other_question"]
+    assert "f1_other_question" not in spoken_qa(hearing, str(cuts), limit=1)  # one item: nothing to swap

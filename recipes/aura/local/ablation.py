@@ -185,6 +185,11 @@ def steps_cell(result: dict) -> str:
     return f"{result['steps']}" + ("" if total in (None, result["steps"]) else f" ({total} in all)")
 
 
+def other_question(qa: dict) -> str:
+    """Dev QA F1 with another item's spoken question (same context and gold): equal to the F1 when it is not heard."""
+    return "-" if qa.get("f1_other_question") is None else f"{qa['f1_other_question']:.3f}"
+
+
 def table(results: list[dict]) -> str:
     distilled = any(r.get("distill") for r in results)  # from-scratch specs: phase 1's dev cosine
     budgets = len({steps_cell(r) for r in results}) > 1  # a steps column only when the budgets differ
@@ -192,8 +197,9 @@ def table(results: list[dict]) -> str:
     lines = [
         "| variant | overrides | " + ("distillation corpus | " if corpora else "") + ("steps | " if budgets else "") +
         ("distill dev cos | " if distilled else "") +
-        "dev WER | WER vs other utterances | dev QA EM | dev QA F1 | text identical | text F1 (adapted / base) | train s |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if distilled else "") + ("---|" if budgets else "") +
+        "dev WER | WER vs other utterances | dev QA EM | dev QA F1 | QA F1 with another spoken question | text identical | "
+        "text F1 (adapted / base) | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if distilled else "") + ("---|" if budgets else "") +
         ("---|" if corpora else ""),
     ]
     for r in results:
@@ -203,7 +209,7 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {r['variant']} | {' '.join(r['overrides']) or '-'} | {corpus}{steps}{cos}{r['asr']['wer']:.3f} | "
             f"{mismatched(r['asr'])} | {r['qa']['em']:.3f} | "
-            f"{r['qa']['f1']:.3f} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
+            f"{r['qa']['f1']:.3f} | {other_question(r['qa'])} | {100 * r['text']['identical']:.0f}% | {r['text']['f1_adapted']:.3f} / "
             f"{r['text']['f1_base']:.3f} | {seconds(r['train_seconds'])} |"
         )
     return "\n".join(lines)
