@@ -149,7 +149,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert not (exp / "ablation" / "as_is" / "model.nemo").exists()  # scored, not trained
     as_is = json.loads((exp / "ablation" / "as_is" / "eval.json").read_text())
     assert (as_is["steps"], as_is["model"], as_is["train_seconds"]) == (0, str(aura_qa), None)
-    assert "| as_is | - | 0 (4 in all) |" in curve.stdout and "| continued | - | 2 (6 in all) |" in curve.stdout
+    rows = {line.split(" | ")[0]: line for line in curve.stdout.splitlines() if line.startswith("| as_is |") or line.startswith("| continued |")}
+    assert "| ci: " in rows["| as_is"]  # a recipe model as init brings its corpus column
+    assert "| 0 (4 in all) |" in rows["| as_is"] and "| 2 (6 in all) |" in rows["| continued"]
     bad = tmp_path / "budget_bad.yaml"
     bad.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n  nothing: {steps_factor: 0}\n")
     refused = ablation("--spec", str(bad))
