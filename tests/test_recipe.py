@@ -98,6 +98,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert "| variant |" in (exp / "ablation" / "results.md").read_text()
     probed = json.loads((exp / "ablation" / "probe" / "results.json").read_text())  # the tiny preset's probe_args
     assert [r["source"] for r in probed["probes"]] == ["student_L0", "student_L2", "teacher_L3"]
+    probed5 = json.loads((exp / "ablation" / "probe_stage5" / "results.json").read_text())  # the fine-tuned model's layers
+    assert probed5["model"].endswith("stage5/aura_qa.nemo") and [r["source"] for r in probed5["probes"]] == ["student_L2", "student_L4"]
 
     # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
     spec = tmp_path / "architecture_tiny.yaml"

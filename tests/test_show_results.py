@@ -36,6 +36,15 @@ def test_snapshot_copies_reports_and_points_plots_at_the_copies(tmp_path):
     text = (tmp_path / "snap" / "RESULTS.md").read_text()
     assert "## Stage 7: linear CTC probe" in text and "](ablation/probe/probe.png)" in text
     assert (tmp_path / "snap" / "ablation" / "probe" / "probe.png").is_file()
+    # A later run with the probe only (e.g. a new machine without stage 6) refreshes the probe, keeps stage 6's tables.
+    (probe / "results.md").write_text("# Linear CTC probe\n\n| source | rerun |\n")
+    (stage6 / "results.md").unlink()
+    show.main(["--exp", str(tmp_path / "exp"), "--out", str(tmp_path / "snap")])
+    text = (tmp_path / "snap" / "RESULTS.md").read_text()
+    assert "## Stage 6: AuRA vs bridge vs cascade vs text topline (kept from an earlier snapshot)" in text
+    assert "### Targets" in text and "](stage6/latency.png)" in text  # its tables and plots still shown
+    assert "| source | rerun |" in text and "Kept from an earlier snapshot (this run has no such report): stage6." in text
+    assert "## Stage 7: linear CTC probe of the distilled layers\n" in text  # refreshed, not marked kept
 
 
 def test_snapshot_of_a_run_without_reports_says_what_is_missing(tmp_path):

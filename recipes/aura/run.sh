@@ -11,7 +11,8 @@
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
 #     from the stage-3 model, scored on dev WER / QA F1 / text ability, and a linear CTC probe of the
-#     distilled layers vs the teacher's (exp/<tag>/ablation, exp/<tag>/ablation/probe)
+#     distilled layers vs the teacher's and of the stage-5 model's upper layers (exp/<tag>/ablation,
+#     exp/<tag>/ablation/probe, exp/<tag>/ablation/probe_stage5)
 # Presets default_x2 / default_x4 (lever 7, data scale) rebuild stages 1-3 on 2x / 4x the distillation audio,
 # linking the default run's wavs and teacher targets; conf/ablation/data_scale.yaml then compares the corpora.
 set -euo pipefail
@@ -162,12 +163,21 @@ stage7() {
   "$python" $local/ablation.py --init "$exp/stage3/aura_distilled.nemo" --train-cuts "$distill_train" \
     --train-cuts "$qa_train" --asr-dev "$distill_dev" --qa-dev "$qa_dev" --out "$exp/ablation" $ablation_args \
     -- "${model_overrides[@]}"
-  # Is the spoken content in the distilled layers? A linear CTC probe of student and teacher layers ($probe_args).
-  local probe=$exp/ablation/probe
-  if [ -f "$probe/results.json" ]; then log "  $probe/results.json exists: skipping the probe"; return 0; fi
+  # Is the spoken content in the distilled layers? A linear CTC probe of student and teacher layers ($probe_args);
+  # then of the fine-tuned model's upper layers ($probe_stage5_args): does it reach the layers that answer?
+  run_probe "$exp/stage3/aura_distilled.nemo" "$exp/ablation/probe" "$probe_args"
+  if [ -f "$exp/stage5/aura_qa.nemo" ]; then
+    run_probe "$exp/stage5/aura_qa.nemo" "$exp/ablation/probe_stage5" "$probe_stage5_args"
+  else
+    log "  no $exp/stage5/aura_qa.nemo (stage 5 not run): no probe of the fine-tuned model"
+  fi
+}
+
+run_probe() {  # <nemo> <out dir> <probe args>; skipped when its results exist
+  if [ -f "$2/results.json" ]; then log "  $2/results.json exists: skipping this probe"; return 0; fi
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.scoring.probe --nemo "$exp/stage3/aura_distilled.nemo" \
-    --train-cuts "$exp/stage2/train/cuts.jsonl.gz" --dev-cuts "$exp/stage2/dev/cuts.jsonl.gz" --out "$probe" $probe_args
+  "$python" -m nemo_aura.scoring.probe --nemo "$1" --train-cuts "$exp/stage2/train/cuts.jsonl.gz" \
+    --dev-cuts "$exp/stage2/dev/cuts.jsonl.gz" --out "$2" $3
 }
 
 log "AuRA recipe: preset=$preset tag=$tag stages $stage..$stop_stage (exp dir $exp)"

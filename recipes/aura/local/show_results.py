@@ -4,8 +4,10 @@ without it, so the measured tables and their plots are kept beside the recipe.
 
     python recipes/aura/local/show_results.py --exp exp/default --out recipes/aura/results/default
 
-Copies stage 6's, the ablation's and the probe's results.{md,json} and PNGs (whichever exist) to ``--out`` and writes
-``--out/RESULTS.md``: the reports one after another, with the date and the git commit they were made at.
+Copies stage 6's, the ablation's and the probes' results.{md,json} and PNGs (whichever exist) to ``--out`` and writes
+``--out/RESULTS.md``: the reports one after another, with the date and the git commit they were made at. A report
+the run does not have (e.g. a new machine that reran stages 0-5 and 7 only) stays as the snapshot holds it, marked
+as kept from an earlier snapshot, so a partial rerun never drops measured tables.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from nemo_aura.parts.files import write_text_atomic
 
 REPORTS = {"stage6": "Stage 6: AuRA vs bridge vs cascade vs text topline", "ablation": "Stage 7: ablation (issue 7)",
-           "ablation/probe": "Stage 7: linear CTC probe of the distilled layers"}
+           "ablation/probe": "Stage 7: linear CTC probe of the distilled layers",
+           "ablation/probe_stage5": "Stage 7: linear CTC probe of the fine-tuned (stage-5) model's layers"}
 
 
 def git_commit() -> str:
@@ -34,12 +37,16 @@ def main(argv=None) -> None:
     found = [name for name in REPORTS if (args.exp / name / "results.md").is_file()]
     if not found:
         raise SystemExit(f"show_results: no results.md under {args.exp}/{{{','.join(REPORTS)}}}: run stage 6 or 7 first")
+    kept = [name for name in REPORTS if name not in found and (args.out / name / "results.md").is_file()]
     parts = [f"# Results of `{args.exp}` (snapshot of {datetime.date.today()}, commit {git_commit()})", ""]
-    for name in found:
+    if kept:
+        parts += [f"Kept from an earlier snapshot (this run has no such report): {', '.join(kept)}.", ""]
+    for name in [n for n in REPORTS if n in found or n in kept]:
         dest = args.out / name
         dest.mkdir(parents=True, exist_ok=True)
-        for f in sorted((args.exp / name).glob("results.*")) + sorted((args.exp / name).glob("*.png")):
-            shutil.copy2(f, dest / f.name)
+        if name in found:  # refreshed from the run; a kept report stays as the snapshot holds it
+            for f in sorted((args.exp / name).glob("results.*")) + sorted((args.exp / name).glob("*.png")):
+                shutil.copy2(f, dest / f.name)
         text = (dest / "results.md").read_text()
         plots = []
         for png in sorted(dest.glob("*.png")):  # linked plots point at the copies, the others are shown below
@@ -50,7 +57,8 @@ def main(argv=None) -> None:
         if text.startswith("# "):  # the section heading below replaces the report's own title
             text = text.split("\n", 1)[1].lstrip("\n")
         text = ("\n" + text).replace("\n# ", "\n### ").replace("\n## ", "\n### ")[1:]
-        parts += [f"## {REPORTS[name]}", "", text, *plots, ""]
+        heading = REPORTS[name] + ("" if name in found else " (kept from an earlier snapshot)")
+        parts += [f"## {heading}", "", text, *plots, ""]
     write_text_atomic(args.out / "RESULTS.md", "\n".join(parts))
     print(f"wrote {args.out / 'RESULTS.md'} ({', '.join(found)})")
 

@@ -18,3 +18,4 @@ score_args="--limit 80 --sweep-seconds 1,5,10,20,30"   # stage 6: 80 test items 
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
 probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's
+probe_stage5_args="--layers 6 12 20 30 --train-limit 1500 --epochs 12"   # stage 7: the same probe of the stage-5 model (30 = the last layer)

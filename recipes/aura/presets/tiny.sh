@@ -18,3 +18,4 @@ score_args="--sweep-seconds 1,2 --max-new-tokens 4"
 extra_test_manifests=""
 ablation_args="--steps 2 --items 4 --text-items 2 --only baseline,vocab_ctc,audio_only_lora"   # stage 7
 probe_args="--layers 0 2 --teacher-layers 3 --train-limit 8 --epochs 2"   # stage 7
+probe_stage5_args="--layers 2 4 --train-limit 8 --epochs 2"   # stage 7
