@@ -41,10 +41,11 @@ def main(argv=None) -> None:
     parts = [f"# Results of `{args.exp}` (snapshot of {datetime.date.today()}, commit {git_commit()})", ""]
     if kept:
         parts += [f"Kept from an earlier snapshot (this run has no such report): {', '.join(kept)}.", ""]
-    for name in [n for n in REPORTS if n in found or n in kept]:
+    for name in [n for n in REPORTS if n in found or n in kept]:  # REPORTS' order
+        fresh = name in found  # refreshed from the run; a kept report stays as the snapshot holds it
         dest = args.out / name
         dest.mkdir(parents=True, exist_ok=True)
-        if name in found:  # refreshed from the run; a kept report stays as the snapshot holds it
+        if fresh:
             for f in sorted((args.exp / name).glob("results.*")) + sorted((args.exp / name).glob("*.png")):
                 shutil.copy2(f, dest / f.name)
         text = (dest / "results.md").read_text()
@@ -57,8 +58,7 @@ def main(argv=None) -> None:
         if text.startswith("# "):  # the section heading below replaces the report's own title
             text = text.split("\n", 1)[1].lstrip("\n")
         text = ("\n" + text).replace("\n# ", "\n### ").replace("\n## ", "\n### ")[1:]
-        heading = REPORTS[name] + ("" if name in found else " (kept from an earlier snapshot)")
-        parts += [f"## {heading}", "", text, *plots, ""]
+        parts += [f"## {REPORTS[name]}" + ("" if fresh else " (kept from an earlier snapshot)"), "", text, *plots, ""]
     write_text_atomic(args.out / "RESULTS.md", "\n".join(parts))
     print(f"wrote {args.out / 'RESULTS.md'} ({', '.join(found)})")
 
