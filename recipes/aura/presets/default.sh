@@ -1,5 +1,5 @@
 # Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
-# Sized for 2 CPU cores: stages 0-4 ~50 min, stage 5 ~45 min, stage 6 ~25 min (see README "Results").
+# Sized for 2 CPU cores: stages 0-4 ~50 min, stage 5 ~50 min (AuRA 480 steps ~32 min), stage 6 ~25 min (see README "Results").
 model_conf=aura_base                        # conf/model/<name>.yaml
 whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
 llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
@@ -11,10 +11,10 @@ bench_utts=48                               # stage 2: utterances timed with cac
 distill_overrides=""                        # stage 3: extra Hydra overrides
 aura_levers="model.loss.text_teacher_weight=1.0 model.audio_span={lora:audio}"   # stage 5, AuRA only: the stage-7 ablation's best dev QA F1 (kl_audio_only_lora; text kept by construction)
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, bridge QA
-aura_finetune_overrides="trainer.max_steps=160 trainer.val_check_interval=40 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA: the stage-7 x4 row's budget (160 x 40 s; reading is budget-bound); the bridge gets 30 + 60
+aura_finetune_overrides="trainer.max_steps=480 trainer.val_check_interval=80 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA: 480 x 40 s (reading is budget-bound: the reading_budget ablation's 480-step model met the cascade's test F1; 160 until session 11); the bridge gets 30 + 60
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
-score_args="--limit 80 --sweep-seconds 1,5,10,20,30"   # stage 6: 80 test items timed and scored
+score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 until session 11)
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
 probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's
