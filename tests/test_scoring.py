@@ -5,7 +5,7 @@ import pytest
 
 from nemo_aura.scoring.benchmark import to_markdown
 from nemo_aura.scoring.items import load_items
-from nemo_aura.scoring.metrics import exact_match, normalize_answer, token_f1, wer
+from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_ratio, token_f1, wer
 from nemo_aura.scoring.systems import text_message
 
 
@@ -75,6 +75,53 @@ def test_results_markdown_reports_targets():
     assert "| 7 | 0.040 | 1000 | 100 |" in md  # answer length and per-token time explain the latency
     assert "| 1 | 0.20 / 0.050 | 0.30 / 0.075 |" in md  # latency vs audio length, whole / first token
     assert "| aura | 1000 |  | 1200 |" in md and "| topline | 1000 |" not in md  # memory phases, where measured
+    assert "Question control" not in md and "paired bootstrap" not in md  # neither measured here
+
+    results["systems"]["aura"]["scores"]["test"]["f1_other_question"] = 0.2
+    results["systems"]["topline"]["scores"]["test"]["f1_other_question"] = 0.6
+    results["targets"]["f1_aura_vs_topline"] = {"ratio": 0.833, "bound": 0.9, "op": ">=", "met": False, "ci95": [0.61, 1.05]}
+    md = to_markdown(results)
+    assert "| f1_aura_vs_topline | 0.833 [0.61, 1.05] | >= 0.9 | NO |" in md and "paired bootstrap" in md
+    assert "| aura | 0.500 | 0.200 | +0.300 |" in md and "| topline | 0.600 | 0.600 | +0.000 |" in md
+
+
+def test_paired_bootstrap_ratio_brackets_the_ratio_and_narrows_with_items():
+    same = [0.0, 1.0, 0.5, 0.25]
+    assert paired_bootstrap_ratio(same, same) == (1.0, 1.0)  # paired: resampled together, always equal
+    few = paired_bootstrap_ratio([1.0, 0.0] * 10, [0.5, 0.5] * 10)
+    many = paired_bootstrap_ratio([1.0, 0.0] * 200, [0.5, 0.5] * 200)
+    assert few[0] < 1.0 < few[1] and many[0] < 1.0 < many[1]
+    assert many[1] - many[0] < (few[1] - few[0]) / 2  # 20x the items: a much narrower interval
+    assert paired_bootstrap_ratio([1.0] * 30 + [0.8] * 30, [0.2] * 60)[0] > 3.0  # clearly better: excludes 1
+    assert paired_bootstrap_ratio([1.0], [1.0]) is None and paired_bootstrap_ratio([1.0, 1.0], [0.0, 0.0]) is None
+    with pytest.raises(ValueError, match="3 vs 2 item scores"):
+        paired_bootstrap_ratio([1.0] * 3, [1.0] * 2)
+
+
+class _FakeSystem:
+    """Benchmark-system shape: answers from the question it is given (``listens``) or the context's first word."""
+
+    def __init__(self, listens: bool):
+        self.listens = listens
+
+    def answer(self, item, audio, max_new_tokens):
+        return {"answer": (item.question if self.listens else item.context.split()[0]), "answer_tokens": 1}
+
+
+def test_question_control_swaps_the_question_and_keeps_context_and_gold():
+    from nemo_aura.scoring.items import QAItem
+    from nemo_aura.scoring.worker import answer_other_questions
+
+    items = [QAItem(id=f"q{i}", question=f"question {i}", answers=[f"question {i}"], context=f"ctx{i} words")
+             for i in range(3)]
+    rows = [{} for _ in items]
+    answer_other_questions(_FakeSystem(listens=True), items, [None] * 3, rows, 4)
+    assert [r["other_question_answer"] for r in rows] == ["question 1", "question 2", "question 0"]  # the next one's
+    answer_other_questions(_FakeSystem(listens=False), items, [None] * 3, rows, 4)
+    assert [r["other_question_answer"] for r in rows] == ["ctx0", "ctx1", "ctx2"]  # its own context
+    lone = [{}]
+    answer_other_questions(_FakeSystem(listens=True), items[:1], [None], lone, 4)
+    assert lone == [{}]  # one item: nothing to swap with
 
 
 class _FakeSpeechModel:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
-from nemo_aura.scoring.metrics import exact_match, token_f1, wer
+from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_ratio, token_f1, wer
 
 ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
 TARGETS = {  # the issue's targets: (metric, numerator, denominator, bound, "<=" | ">=")
@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--sweep-seconds", default="1,2,5,10,20,30")
     parser.add_argument("--transcripts", action="store_true", help="speech models also transcribe (untimed) for WER")
+    parser.add_argument("--question-control", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score every item with the next item's question (untimed): the F1 the context alone earns")
     parser.add_argument("--distill-report", type=Path, default=None, help="stage-3 distill_report.json to plot")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
@@ -62,6 +64,8 @@ def run_worker(system: str, args, paths: dict) -> dict:
         cmd += ["--limit", str(args.limit)]
     if args.transcripts:
         cmd.append("--transcripts")
+    if args.question_control:
+        cmd.append("--question-control")
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -70,8 +74,12 @@ def run_worker(system: str, args, paths: dict) -> dict:
     return json.loads((out / "worker.json").read_text())
 
 
+def read_predictions(pred_path: Path) -> list[dict]:
+    return [json.loads(line) for line in pred_path.read_text().splitlines()]
+
+
 def score_set(pred_path: Path) -> dict:
-    rows = [json.loads(line) for line in pred_path.read_text().splitlines()]
+    rows = read_predictions(pred_path)
     result = {
         "items": len(rows),
         "exact_match": sum(exact_match(r["answer"], r["answers"]) for r in rows) / len(rows),
@@ -80,7 +88,17 @@ def score_set(pred_path: Path) -> dict:
     with_tr = [r for r in rows if r.get("transcript") is not None]
     if with_tr:
         result["wer"] = wer([r["transcript"] for r in with_tr], [r["question"] for r in with_tr])
+    if all("other_question_answer" in r for r in rows):
+        result["f1_other_question"] = sum(token_f1(r["other_question_answer"], r["answers"]) for r in rows) / len(rows)
     return result
+
+
+def f1_interval(out: Path, set_name: str, num: str, den: str) -> tuple[float, float] | None:
+    """95% paired-bootstrap interval of F1(num) / F1(den) over the items both systems answered."""
+    f1 = {name: {r["id"]: token_f1(r["answer"], r["answers"]) for r in read_predictions(out / name / f"{set_name}.predictions.jsonl")}
+          for name in (num, den)}
+    ids = [i for i in f1[num] if i in f1[den]]
+    return paired_bootstrap_ratio([f1[num][i] for i in ids], [f1[den][i] for i in ids])
 
 
 def ratio(a, b):
@@ -120,6 +138,8 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         results["ratios"][key] = r
         results["targets"][key] = None if r is None else {"ratio": r, "bound": bound, "op": op,
                                                           "met": r <= bound if op == "<=" else r >= bound}
+        if r is not None and metric == "f1":  # a ratio of two F1s on ~100 items: how much is item sampling?
+            results["targets"][key]["ci95"] = f1_interval(args.out, set_names[0], num, den)
     for key, (num, den) in FIRST_TOKEN_RATIOS.items():
         if num in systems and den in systems:
             results["ratios"][key] = ratio(systems[num]["first_token_median_s"], systems[den]["first_token_median_s"])
@@ -164,8 +184,21 @@ def to_markdown(results: dict) -> str:
                      f"{s['peak_rss_mib']:.0f} | {s['model_rss_mib']:.0f} |")
     lines += ["", "| target | ratio | bound | met |", "|---|---|---|---|"]
     for key, t in results["targets"].items():
+        ci = f" [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]" if t and t.get("ci95") else ""
         lines.append(f"| {key} | n/a | | not measured |" if t is None else
-                     f"| {key} | {t['ratio']:.3f} | {t['op']} {t['bound']} | {'yes' if t['met'] else 'NO'} |")
+                     f"| {key} | {t['ratio']:.3f}{ci} | {t['op']} {t['bound']} | {'yes' if t['met'] else 'NO'} |")
+    if any(t and t.get("ci95") for t in results["targets"].values()):
+        lines += ["", "F1 ratios: [95% interval] of a paired bootstrap over the items (2000 resamples, seed 0); "
+                  "'met' is decided on the measured ratio."]
+    controls = {n: s["scores"][sets[0]] for n, s in results["systems"].items()
+                if "f1_other_question" in s["scores"][sets[0]]}
+    if controls:
+        lines += ["", f"Question control ({sets[0]}): each item keeps its context and gold answers but gets the next "
+                  "item's question (spoken for the speech systems, text for the text ones). Its F1 is what the context "
+                  "alone earns; the difference is what the answers owe to the question.", "",
+                  "| system | F1 | F1 with another item's question | owed to the question |", "|---|---|---|---|"]
+        lines += [f"| {n} | {c['f1']:.3f} | {c['f1_other_question']:.3f} | {c['f1'] - c['f1_other_question']:+.3f} |"
+                  for n, c in controls.items()]
     ratios = results.get("ratios", {})
     first = {k: ratios[k] for k in FIRST_TOKEN_RATIOS if ratios.get(k) is not None}
     if first:
@@ -234,8 +267,14 @@ def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [systems[n]["scores"][first]["f1"] for n in names], 0.4, label="F1")
-    ax.bar([x + 0.2 for x in xs], [systems[n]["scores"][first]["exact_match"] for n in names], 0.4, label="EM")
+    control = all("f1_other_question" in systems[n]["scores"][first] for n in names)
+    width = 0.27 if control else 0.4
+    ax.bar([x - width / 2 * (1 + control) for x in xs], [systems[n]["scores"][first]["f1"] for n in names], width, label="F1")
+    ax.bar([x + width / 2 * (1 - control) for x in xs], [systems[n]["scores"][first]["exact_match"] for n in names],
+           width, label="EM")
+    if control:
+        ax.bar([x + width for x in xs], [systems[n]["scores"][first]["f1_other_question"] for n in names], width,
+               label="F1, another item's question", color="tab:gray")
     ax.set_xticks(list(xs), names)
     ax.set_ylabel(f"{first} score")
     ax.legend()

@@ -29,6 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sweep-seconds", default="1,2,5,10,20,30")
     parser.add_argument("--sweep-repeats", type=int, default=3)
     parser.add_argument("--transcripts", action="store_true", help="also transcribe every item (untimed) for WER")
+    parser.add_argument("--question-control", action="store_true",
+                        help="also answer every item with the next item's question (untimed; see answer_other_questions)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
@@ -92,6 +94,11 @@ def main() -> None:
             write_predictions(args.out, set_name, rows[set_name])
         report["peak_rss_transcribing_mib"] = peak_rss_mib()
         reset_peak_rss()
+    if args.question_control:
+        for set_name, items in sets.items():
+            answer_other_questions(system, items, audios[set_name], rows[set_name], args.max_new_tokens)
+            write_predictions(args.out, set_name, rows[set_name])
+        reset_peak_rss()
     if args.sweep_seconds:
         report["sweep"] = run_sweep(system, sets[first], audios[first], args)
         report["peak_rss_sweep_mib"] = peak_rss_mib()
@@ -125,6 +132,20 @@ def answer_set(system, items, audios, args, warmup: bool) -> tuple[list[dict], d
                "answers_at_token_limit": sum(t >= args.max_new_tokens for t in tokens) / len(tokens),
                "seconds_per_token_median": statistics.median(per_token) if per_token else None}
     return rows, summary
+
+
+def answer_other_questions(system, items, audios, rows: list[dict], max_new_tokens: int) -> None:
+    """The question control: each item keeps its context and gold answers but gets the *next* item's question
+    (its audio for a speech system, its text for a text system). Its F1 is what the context alone earns; a system
+    whose answers use the question scores clearly less this way. Untimed; one set of fewer than 2 items is skipped."""
+    from nemo_aura.scoring.items import QAItem
+
+    if len(items) < 2:
+        return
+    for i, (item, row) in enumerate(zip(items, rows)):
+        j = (i + 1) % len(items)
+        swapped = QAItem(id=item.id, question=items[j].question, answers=item.answers, context=item.context)
+        row["other_question_answer"] = system.answer(swapped, audios[j], max_new_tokens)["answer"]
 
 
 def write_predictions(out: Path, set_name: str, rows: list[dict]) -> None:
