@@ -71,8 +71,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
         assert all(r["answer"] == "" for r in rows if r["answer_tokens"] == 0)
         assert s["answer_tokens_median"] == statistics.median(r["answer_tokens"] for r in rows)
         assert 0.0 <= s["scores"]["test"]["f1_other_question"] <= 1.0 and all("other_question_answer" in r for r in rows)
-    assert len(results["targets"]["f1_aura_vs_topline"]["ci95"] or [0, 0]) == 2  # None when every topline F1 is 0
         assert s["peak_rss_mib"] > 0 and s["peak_rss_sweep_mib"] > 0
+    f1_target = results["targets"]["f1_aura_vs_topline"]  # None when the tiny topline's F1 is 0 (no ratio)
+    assert f1_target is None or "ci95" in f1_target
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}

@@ -1,5 +1,5 @@
 # Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
-# Sized for 2 CPU cores: stages 0-4 ~50 min, stage 5 ~50 min (AuRA 480 steps ~32 min), stage 6 ~25 min (see README "Results").
+# Sized for 2 CPU cores: stages 0-4 ~50 min, stage 5 ~50 min (AuRA 480 steps ~32 min), stage 6 ~30 min (see README "Results").
 model_conf=aura_base                        # conf/model/<name>.yaml
 whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
 llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
