@@ -5,7 +5,7 @@ import pytest
 
 from nemo_aura.scoring.benchmark import to_markdown
 from nemo_aura.scoring.items import load_items
-from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_ratio, token_f1, wer
+from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_interval, token_f1, wer
 from nemo_aura.scoring.systems import text_message
 
 
@@ -77,25 +77,30 @@ def test_results_markdown_reports_targets():
     assert "| aura | 1000 |  | 1200 |" in md and "| topline | 1000 |" not in md  # memory phases, where measured
     assert "Question control" not in md and "paired bootstrap" not in md  # neither measured here
 
-    results["systems"]["aura"]["scores"]["test"]["f1_other_question"] = 0.2
+    results["systems"]["aura"]["scores"]["test"].update(f1_other_question=0.2, f1_owed_to_question_ci95=[0.12, 0.48])
     results["systems"]["topline"]["scores"]["test"]["f1_other_question"] = 0.6
     results["targets"]["f1_aura_vs_topline"] = {"ratio": 0.833, "bound": 0.9, "op": ">=", "met": False, "ci95": [0.61, 1.05]}
     md = to_markdown(results)
     assert "| f1_aura_vs_topline | 0.833 [0.61, 1.05] | >= 0.9 | NO |" in md and "paired bootstrap" in md
-    assert "| aura | 0.500 | 0.200 | +0.300 |" in md and "| topline | 0.600 | 0.600 | +0.000 |" in md
+    assert "| aura | 0.500 | 0.200 | +0.300 [0.12, 0.48] |" in md and "| topline | 0.600 | 0.600 | +0.000 |" in md
 
 
-def test_paired_bootstrap_ratio_brackets_the_ratio_and_narrows_with_items():
+def test_paired_bootstrap_interval_brackets_the_ratio_and_narrows_with_items():
     same = [0.0, 1.0, 0.5, 0.25]
-    assert paired_bootstrap_ratio(same, same) == (1.0, 1.0)  # paired: resampled together, always equal
-    few = paired_bootstrap_ratio([1.0, 0.0] * 10, [0.5, 0.5] * 10)
-    many = paired_bootstrap_ratio([1.0, 0.0] * 200, [0.5, 0.5] * 200)
+    assert paired_bootstrap_interval(same, same) == (1.0, 1.0)  # paired: resampled together, always equal
+    assert paired_bootstrap_interval(same, same, "difference") == (0.0, 0.0)
+    few = paired_bootstrap_interval([1.0, 0.0] * 10, [0.5, 0.5] * 10)
+    many = paired_bootstrap_interval([1.0, 0.0] * 200, [0.5, 0.5] * 200)
     assert few[0] < 1.0 < few[1] and many[0] < 1.0 < many[1]
     assert many[1] - many[0] < (few[1] - few[0]) / 2  # 20x the items: a much narrower interval
-    assert paired_bootstrap_ratio([1.0] * 30 + [0.8] * 30, [0.2] * 60)[0] > 3.0  # clearly better: excludes 1
-    assert paired_bootstrap_ratio([1.0], [1.0]) is None and paired_bootstrap_ratio([1.0, 1.0], [0.0, 0.0]) is None
+    assert paired_bootstrap_interval([1.0] * 30 + [0.8] * 30, [0.2] * 60)[0] > 3.0  # clearly better: excludes 1
+    lo, hi = paired_bootstrap_interval([1.0, 0.0] * 50, [0.5, 0.5] * 50, "difference")
+    assert lo < 0.0 < hi and paired_bootstrap_interval([0.9] * 40, [0.1] * 40, "difference") == pytest.approx((0.8, 0.8))
+    assert paired_bootstrap_interval([1.0], [1.0]) is None and paired_bootstrap_interval([1.0, 1.0], [0.0, 0.0]) is None
     with pytest.raises(ValueError, match="3 vs 2 item scores"):
-        paired_bootstrap_ratio([1.0] * 3, [1.0] * 2)
+        paired_bootstrap_interval([1.0] * 3, [1.0] * 2)
+    with pytest.raises(ValueError, match="expected 'ratio' or 'difference'"):
+        paired_bootstrap_interval(same, same, "mean")
 
 
 class _FakeSystem:
@@ -149,3 +154,26 @@ def test_spoken_qa_tells_a_model_that_hears_the_question_from_one_that_does_not(
     deaf = spoken_qa(_FakeSpeechModel(None), str(cuts), limit=4)
     assert deaf["f1"] == deaf["f1_other_question"]
     assert "f1_other_question" not in spoken_qa(hearing, str(cuts), limit=1)  # one item: nothing to swap
+
+
+def test_benchmark_reuse_workers_rescores_without_running_a_system(tmp_path):
+    """--reuse-workers: a scorer change re-reads what the workers wrote; a worker that would run fails loudly here
+    (no models exist), so passing means nothing ran."""
+    from nemo_aura.scoring.benchmark import main
+
+    for name, answers in (("topline", ["Paris", "Rome"]), ("aura", ["Paris", "Paris"])):
+        out = tmp_path / "bench" / name
+        out.mkdir(parents=True)
+        rows = [{"id": f"q{i}", "question": q, "answers": [gold], "answer": a, "other_question_answer": "Paris",
+                 "answer_tokens": 1} for i, (q, gold, a) in enumerate(zip(["capital of France?", "capital of Italy?"],
+                                                                          ["Paris", "Rome"], answers))]
+        (out / "test.predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (out / "worker.json").write_text(json.dumps({
+            "sets": {"test": {"latency_median_s": 0.5, "latency_p90_s": 0.6}}, "peak_rss_mib": 1000.0,
+            "rss_after_imports_mib": 500.0, "load_seconds": 1.0}))
+    results = main(["--items", "test=unused.json", "--systems", "topline,aura", "--sweep-seconds", "", "--reuse-workers",
+                    "--out", str(tmp_path / "bench")])
+    assert results["systems"]["topline"]["scores"]["test"]["f1"] == 1.0
+    assert results["systems"]["aura"]["scores"]["test"]["f1_other_question"] == 0.5  # "Paris" is right for q0 only
+    assert results["targets"]["f1_aura_vs_topline"]["ratio"] == 0.5 and len(results["targets"]["f1_aura_vs_topline"]["ci95"]) == 2
+    assert "owed to the question [95% interval]" in (tmp_path / "bench" / "results.md").read_text()

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
-from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_ratio, token_f1, wer
+from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_interval, token_f1, wer
 
 ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
 TARGETS = {  # the targets: (metric, numerator, denominator, bound, "<=" | ">=")
@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--question-control", action=argparse.BooleanOptionalAction, default=True,
                         help="also score every item with the next item's question (untimed): the F1 the context alone earns")
     parser.add_argument("--distill-report", type=Path, default=None, help="stage-3 distill_report.json to plot")
+    parser.add_argument("--reuse-workers", action="store_true",
+                        help="score what a system's worker already wrote under --out (after a scorer change) instead "
+                             "of running it again; systems without a worker.json still run")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -89,7 +92,10 @@ def score_set(pred_path: Path) -> dict:
     if with_tr:
         result["wer"] = wer([r["transcript"] for r in with_tr], [r["question"] for r in with_tr])
     if all("other_question_answer" in r for r in rows):
-        result["f1_other_question"] = sum(token_f1(r["other_question_answer"], r["answers"]) for r in rows) / len(rows)
+        own = [token_f1(r["answer"], r["answers"]) for r in rows]
+        other = [token_f1(r["other_question_answer"], r["answers"]) for r in rows]
+        result["f1_other_question"] = sum(other) / len(rows)
+        result["f1_owed_to_question_ci95"] = paired_bootstrap_interval(own, other, "difference")
     return result
 
 
@@ -98,7 +104,7 @@ def f1_interval(out: Path, set_name: str, num: str, den: str) -> tuple[float, fl
     f1 = {name: {r["id"]: token_f1(r["answer"], r["answers"]) for r in read_predictions(out / name / f"{set_name}.predictions.jsonl")}
           for name in (num, den)}
     ids = [i for i in f1[num] if i in f1[den]]
-    return paired_bootstrap_ratio([f1[num][i] for i in ids], [f1[den][i] for i in ids])
+    return paired_bootstrap_interval([f1[num][i] for i in ids], [f1[den][i] for i in ids])
 
 
 def ratio(a, b):
@@ -161,6 +167,10 @@ def text_agreement(adapter_dir: Path, base_dir: Path, set_name: str) -> dict:
             "f1_base": sum(token_f1(b[r["id"]]["answer"], r["answers"]) for r in a) / len(a)}
 
 
+def interval(ci) -> str:
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
 def seconds(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
@@ -184,21 +194,21 @@ def to_markdown(results: dict) -> str:
                      f"{s['peak_rss_mib']:.0f} | {s['model_rss_mib']:.0f} |")
     lines += ["", "| target | ratio | bound | met |", "|---|---|---|---|"]
     for key, t in results["targets"].items():
-        ci = f" [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]" if t and t.get("ci95") else ""
         lines.append(f"| {key} | n/a | | not measured |" if t is None else
-                     f"| {key} | {t['ratio']:.3f}{ci} | {t['op']} {t['bound']} | {'yes' if t['met'] else 'NO'} |")
+                     f"| {key} | {t['ratio']:.3f}{interval(t.get('ci95'))} | {t['op']} {t['bound']} | "
+                     f"{'yes' if t['met'] else 'NO'} |")
     if any(t and t.get("ci95") for t in results["targets"].values()):
-        lines += ["", "F1 ratios: [95% interval] of a paired bootstrap over the items (2000 resamples, seed 0); "
-                  "'met' is decided on the measured ratio."]
+        lines += ["", "[95% interval]: a paired bootstrap over the items (2000 resamples, seed 0); 'met' is decided on "
+                  "the measured ratio."]
     controls = {n: s["scores"][sets[0]] for n, s in results["systems"].items()
                 if "f1_other_question" in s["scores"][sets[0]]}
     if controls:
         lines += ["", f"Question control ({sets[0]}): each item keeps its context and gold answers but gets the next "
                   "item's question (spoken for the speech systems, text for the text ones). Its F1 is what the context "
                   "alone earns; the difference is what the answers owe to the question.", "",
-                  "| system | F1 | F1 with another item's question | owed to the question |", "|---|---|---|---|"]
-        lines += [f"| {n} | {c['f1']:.3f} | {c['f1_other_question']:.3f} | {c['f1'] - c['f1_other_question']:+.3f} |"
-                  for n, c in controls.items()]
+                  "| system | F1 | F1 with another item's question | owed to the question [95% interval] |", "|---|---|---|---|"]
+        lines += [f"| {n} | {c['f1']:.3f} | {c['f1_other_question']:.3f} | {c['f1'] - c['f1_other_question']:+.3f}"
+                  f"{interval(c.get('f1_owed_to_question_ci95'))} |" for n, c in controls.items()]
     ratios = results.get("ratios", {})
     first = {k: ratios[k] for k in FIRST_TOKEN_RATIOS if ratios.get(k) is not None}
     if first:
@@ -326,7 +336,12 @@ def main(argv=None) -> dict:
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "bridge": args.bridge}
     workers = {}
     for name in [s for s in args.systems.split(",") if s]:
-        workers[name] = run_worker(name, args, paths)
+        done = args.out / name / "worker.json"
+        if args.reuse_workers and done.is_file():
+            print(f"[stage6] {name}: reusing {done}", flush=True)
+            workers[name] = json.loads(done.read_text())
+        else:
+            workers[name] = run_worker(name, args, paths)
     results = aggregate(workers, args)
     results["plots"] = plot(results, args.out, args.distill_report)
     write_json_atomic(args.out / "results.json", results)

@@ -50,24 +50,31 @@ def wer(hypotheses: list[str], references: list[str]) -> float:
     return word_error_rate([normalize_transcript(h) for h in hypotheses], [normalize_transcript(r) for r in references])
 
 
-def paired_bootstrap_ratio(numerator: list[float], denominator: list[float], resamples: int = 2000,
-                           seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile interval of mean(numerator) / mean(denominator) over items resampled together (paired).
+def paired_bootstrap_interval(first: list[float], second: list[float], statistic: str = "ratio", resamples: int = 2000,
+                              seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of mean(first) / mean(second) (``statistic="ratio"``) or mean(first) - mean(second)
+    (``"difference"``) over items resampled together (paired).
 
-    Both lists score the same items in the same order; the interval says how much of a ratio of two systems' F1
-    on a small test set is item sampling. None when fewer than two items or every resampled denominator is 0.
+    Both lists score the same items in the same order; the interval says how much of a comparison of two systems
+    (or of one system under two conditions) on a small test set is item sampling. None when fewer than two items,
+    or for a ratio whose every resampled denominator is 0.
     """
     import numpy as np
 
-    if len(numerator) != len(denominator):
-        raise ValueError(f"paired_bootstrap_ratio: {len(numerator)} vs {len(denominator)} item scores")
-    if len(numerator) < 2:
+    if len(first) != len(second):
+        raise ValueError(f"paired_bootstrap_interval: {len(first)} vs {len(second)} item scores")
+    if statistic not in ("ratio", "difference"):
+        raise ValueError(f"paired_bootstrap_interval: statistic {statistic!r}, expected 'ratio' or 'difference'")
+    if len(first) < 2:
         return None
-    num, den = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    picks = np.random.default_rng(seed).integers(0, len(num), size=(resamples, len(num)))
-    num_means, den_means = num[picks].mean(axis=1), den[picks].mean(axis=1)
-    ratios = num_means[den_means > 0] / den_means[den_means > 0]
-    if ratios.size == 0:
-        return None
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    a_means, b_means = a[picks].mean(axis=1), b[picks].mean(axis=1)
+    if statistic == "difference":
+        values = a_means - b_means
+    else:
+        values = a_means[b_means > 0] / b_means[b_means > 0]
+        if values.size == 0:
+            return None
     tail = 100 * (1 - level) / 2
-    return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
