@@ -81,8 +81,7 @@ def read_predictions(pred_path: Path) -> list[dict]:
     return [json.loads(line) for line in pred_path.read_text().splitlines()]
 
 
-def score_set(pred_path: Path) -> dict:
-    rows = read_predictions(pred_path)
+def score_set(rows: list[dict]) -> dict:
     result = {
         "items": len(rows),
         "exact_match": sum(exact_match(r["answer"], r["answers"]) for r in rows) / len(rows),
@@ -99,12 +98,11 @@ def score_set(pred_path: Path) -> dict:
     return result
 
 
-def f1_interval(out: Path, set_name: str, num: str, den: str) -> tuple[float, float] | None:
+def f1_interval(num_rows: list[dict], den_rows: list[dict]) -> tuple[float, float] | None:
     """95% paired-bootstrap interval of F1(num) / F1(den) over the items both systems answered."""
-    f1 = {name: {r["id"]: token_f1(r["answer"], r["answers"]) for r in read_predictions(out / name / f"{set_name}.predictions.jsonl")}
-          for name in (num, den)}
-    ids = [i for i in f1[num] if i in f1[den]]
-    return paired_bootstrap_interval([f1[num][i] for i in ids], [f1[den][i] for i in ids])
+    f1 = [{r["id"]: token_f1(r["answer"], r["answers"]) for r in rows} for rows in (num_rows, den_rows)]
+    ids = [i for i in f1[0] if i in f1[1]]
+    return paired_bootstrap_interval([f1[0][i] for i in ids], [f1[1][i] for i in ids])
 
 
 def ratio(a, b):
@@ -114,8 +112,10 @@ def ratio(a, b):
 def aggregate(workers: dict[str, dict], args) -> dict:
     set_names = [s.partition("=")[0] for s in args.items]
     results = {"systems": {}, "sets": set_names, "timed_set": set_names[0], "max_new_tokens": args.max_new_tokens}
+    predictions = {name: {s: read_predictions(args.out / name / f"{s}.predictions.jsonl") for s in set_names}
+                   for name in workers}  # read once: scores, intervals and the text-ability check all use them
     for name, w in workers.items():
-        entry = {"scores": {s: score_set(args.out / name / f"{s}.predictions.jsonl") for s in set_names}}
+        entry = {"scores": {s: score_set(predictions[name][s]) for s in set_names}}
         timed = w["sets"][set_names[0]]
         entry.update(latency_median_s=timed["latency_median_s"], latency_p90_s=timed["latency_p90_s"],
                      first_token_median_s=timed.get("first_token_median_s"),
@@ -145,7 +145,7 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         results["targets"][key] = None if r is None else {"ratio": r, "bound": bound, "op": op,
                                                           "met": r <= bound if op == "<=" else r >= bound}
         if r is not None and metric == "f1":  # a ratio of two F1s on ~100 items: how much is item sampling?
-            results["targets"][key]["ci95"] = f1_interval(args.out, set_names[0], num, den)
+            results["targets"][key]["ci95"] = f1_interval(predictions[num][set_names[0]], predictions[den][set_names[0]])
     for key, (num, den) in FIRST_TOKEN_RATIOS.items():
         if num in systems and den in systems:
             results["ratios"][key] = ratio(systems[num]["first_token_median_s"], systems[den]["first_token_median_s"])
@@ -153,14 +153,13 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems["topline"]["scores"][s]["f1"])
                                       for s in set_names}
     if "aura_text" in systems and "topline" in systems:
-        results["text_ability_kept"] = text_agreement(args.out / "aura_text", args.out / "topline", set_names[0])
+        results["text_ability_kept"] = text_agreement(predictions["aura_text"][set_names[0]], predictions["topline"][set_names[0]])
     return results
 
 
-def text_agreement(adapter_dir: Path, base_dir: Path, set_name: str) -> dict:
-    """How often the LLM with the speech LoRA answers text questions exactly as the base LLM does."""
-    a = [json.loads(x) for x in (adapter_dir / f"{set_name}.predictions.jsonl").read_text().splitlines()]
-    b = {r["id"]: r for r in (json.loads(x) for x in (base_dir / f"{set_name}.predictions.jsonl").read_text().splitlines())}
+def text_agreement(a: list[dict], base_rows: list[dict]) -> dict:
+    """How often the LLM with the speech LoRA (rows ``a``) answers text questions exactly as the base LLM does."""
+    b = {r["id"]: r for r in base_rows}
     same = sum(r["answer"].strip() == b[r["id"]]["answer"].strip() for r in a)
     return {"identical_answers": same / len(a),
             "f1_with_adapter": sum(token_f1(r["answer"], r["answers"]) for r in a) / len(a),

@@ -7,6 +7,7 @@ Run by ``nemo_aura.scoring.benchmark``; not meant to be called by hand.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -138,13 +139,11 @@ def answer_other_questions(system, items, audios, rows: list[dict], max_new_toke
     """The question control: each item keeps its context and gold answers but gets the *next* item's question
     (its audio for a speech system, its text for a text system). Its F1 is what the context alone earns; a system
     whose answers use the question scores clearly less this way. Untimed; one set of fewer than 2 items is skipped."""
-    from nemo_aura.scoring.items import QAItem
-
     if len(items) < 2:
         return
     for i, (item, row) in enumerate(zip(items, rows)):
         j = (i + 1) % len(items)
-        swapped = QAItem(id=item.id, question=items[j].question, answers=item.answers, context=item.context)
+        swapped = dataclasses.replace(item, question=items[j].question)  # its own context and gold answers
         row["other_question_answer"] = system.answer(swapped, audios[j], max_new_tokens)["answer"]
 
 
