@@ -62,7 +62,11 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict:
     """Trainer arguments; a ``strategy`` given as a config with ``_target_`` (e.g. FSDP options) is instantiated."""
     from hydra.utils import instantiate
 
+    from nemo_aura.parts.precision import resolve_precision
+
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    if "precision" in kwargs:
+        kwargs["precision"] = resolve_precision(kwargs["precision"], str(kwargs.get("accelerator", "cpu")))
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
     return kwargs

@@ -47,12 +47,17 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # stage 1-2: corpus and cache
     tiny = PRESETS["tiny"]
     assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == \
-        tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values())
+        tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values())
     assert json.loads((exp / "stage2" / "cache_benchmark.json").read_text())["speedup"] > 0
     # stage 3: distillation moved the per-layer cosine up
     report = json.loads((exp / "stage3" / "distill_report.json").read_text())
     assert all(report["cosine_after"][k] > report["cosine_before"][k] for k in report["cosine_after"])
     assert (exp / "stage3" / "distill_cosine.png").stat().st_size > 0
+    # stage 3, second run: text-aligned reading at layer K from the distilled model (Whisper below K)
+    hearing_before = json.loads((exp / "stage3" / "hearing_report" / "validation_before.json").read_text())
+    hearing_after = json.loads((exp / "stage3" / "hearing_report" / "validation_after.json").read_text())
+    assert hearing_after["val_text_align_loss"] < hearing_before["val_text_align_loss"]
+    assert "val_distill_loss_layer1" in hearing_after and (exp / "stage3" / "aura_hearing.nemo").exists()
     # stage 4: the export is encoder-free and smaller
     export = json.loads((exp / "stage4" / "export_report.json").read_text())
     assert export["teacher_or_head_tensors_in_export"] == 0 and not export["fresh_process_answer"]["has_teacher"]
@@ -77,13 +82,26 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "aura_qa"] and runs["topline"] == []
+    assert [r["name"] for r in runs["aura"]] == ["distill", "hearing", "aura_qa"] and runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
-    assert runs["aura"][0]["steps"] == 8 and runs["aura"][1]["steps"] == 4  # the tiny preset's budgets, resume included
-    assert runs["aura"][1]["init_from"] == "aura_encoder_free.nemo"
+    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included
+    assert runs["aura"][1]["init_from"] == "aura_distilled.nemo" and runs["aura"][2]["init_from"] == "aura_encoder_free.nemo"
+    assert runs["aura"][1]["train_cuts"] == "ci/stage3/hearing_train_mix.jsonl.gz"
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
+    # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
+    hearing = json.loads((exp / "stage6" / "hearing" / "hearing.json").read_text())
+    assert set(hearing["sets"]) == {"mf_test", "mf_test_seen", "closed_book"}
+    for set_name, systems in hearing["sets"].items():
+        assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura"}
+        for name, r in systems.items():
+            assert r["hearing"] == pytest.approx(r["f1"] - r["f1_control"])
+            assert ("wer" in r) == (name in ("cascade", "aura"))  # text systems and oracles transcribe nothing
+    mf_rows = json.loads((exp / "stage6" / "hearing" / "systems" / "aura.json").read_text())["mf_test"]["rows"]
+    assert len(mf_rows) == tiny.multi_fact["test"] and all(r["control"] != r["id"] for r in mf_rows)
+    assert all(r["control"].startswith("mf-test-") for r in mf_rows)  # the paired question of the same context
+    assert (exp / "stage6" / "hearing" / "hearing.png").stat().st_size > 0
 
     # stage 7 (optional): the reading ablation, three variants on the tiny preset
     out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")
@@ -173,8 +191,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert (cache_x2["linked_from_other_cache"], cache_x2["computed_now"]) == (tiny.distill_train, tiny.distill_train)
 
     # A rerun finds every output and redoes nothing.
-    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage4" / "aura_encoder_free.nemo",
+    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_hearing.nemo",
+                                              exp / "stage4" / "aura_encoder_free.nemo",
                                               exp / "stage5" / "aura_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
-    assert "complete: skipping" in again and again.count("exists: skipping") >= 4
+    assert "complete: skipping" in again and again.count("exists: skipping") >= 5
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

@@ -60,9 +60,14 @@ class UtteranceSpec:
     answers: tuple[str, ...] = ()
     closed_book: bool = False
     tts_seed: int = 0
+    kind: str | None = None  # multi-fact: the relation asked about
+    control: str | None = None  # multi-fact: the id of the item asking about another entity of the same context
+    multi_fact: bool = False
 
     @property
     def subset(self) -> str:
+        if self.multi_fact:
+            return "mf"
         return "qa" if self.task == "qa" else "distill"
 
 
@@ -77,6 +82,8 @@ class CorpusPreset:
     engines: tuple[str, ...] = ("piper", "espeak")
     use_downloads: bool = True
     templated: int = 500  # templated distillation sentences added to the downloaded texts
+    # multi-fact spoken QA (``multi_fact`` in the spec): items per split, an even number (items come in pairs)
+    multi_fact: dict[str, int] = field(default_factory=lambda: {"train": 800, "dev": 120, "test": 150, "test_seen": 150})
     train_voices: int = 1  # distillation-train texts spoken by this many distinct voices (data scale, issue 7)
 
 
@@ -86,7 +93,8 @@ PRESETS = {
     # same train texts in more voices. Dev/QA are the default's, and so is every default utterance (same id,
     # voice and seed: ``--reuse-audio-from`` links the default's wavs instead of synthesizing them again).
     "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},
-                         engines=("espeak",), use_downloads=False, templated=40),
+                         engines=("espeak",), use_downloads=False, templated=40,
+                         multi_fact={"train": 6, "dev": 4, "test": 4, "test_seen": 4}),
 }
 PRESETS.update({f"{base}_x{n}": dataclasses.replace(PRESETS[base], train_voices=n)  # tiny_x2: the CI check
                 for base, n in (("default", 2), ("default", 4), ("tiny", 2))})
@@ -200,6 +208,35 @@ def _context_item(spec: dict, ents: dict, tsplit: str, rng: random.Random) -> di
     return {"question": question, "context": context, "answers": [values[asked]], "closed_book": False, "kind": asked}
 
 
+def make_multi_fact_items(spec: dict, split: str, count: int, rng: random.Random) -> list[dict]:
+    """Multi-fact items of one split (``multi_fact`` in the spec), in pairs: one context stating one relation for
+    3-5 people with distinct values, two questions about two of them. Item ``2k`` and ``2k + 1`` share a context and
+    are each other's ``control`` (a question about another entity of the same context)."""
+    mf = spec["multi_fact"]
+    if count % 2:
+        raise ValueError(f"multi_fact items for split {split!r}: {count} is odd (items come in pairs)")
+    names = _entities(spec, mf["name_split"][split])["name"]
+    values_of = _entities(spec, "train" if split == "train" else "dev" if split == "dev" else "test")  # test_seen: test values
+    tsplit = mf["template_split"][split]
+    lo, hi = mf["facts"]
+    relations = [r for r in mf["relations"] if len(set(values_of[r])) >= lo]
+    if not relations or len(names) < lo:
+        raise ValueError(f"multi_fact split {split!r}: fewer than {lo} names or values per relation in the spec")
+    items = []
+    for _ in range(count // 2):
+        rel = rng.choice(relations)
+        n = rng.randint(lo, min(hi, len(names), len(set(values_of[rel]))))
+        people = rng.sample(names, n)
+        values = rng.sample(sorted(set(values_of[rel])), n)
+        templates = spec["relations"][rel]["context"][tsplit]
+        context = _articles(" ".join(rng.choice(templates).format(name=p, **{rel: v}) for p, v in zip(people, values)))
+        for who in rng.sample(range(n), 2):
+            question = rng.choice(spec["relations"][rel]["question"][tsplit]).format(name=people[who])
+            items.append({"question": question, "context": context, "answers": [values[who]], "kind": rel,
+                          "entity": people[who], "facts": n})
+    return items
+
+
 def closed_book_pool(spec: dict, split: str) -> list[tuple[str, str, list[str]]]:
     """Every (kind, subject, answers) closed-book item of a split, in spec order."""
     pool = []
@@ -293,6 +330,13 @@ def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: 
                                "qa-closed-book" if it["closed_book"] else "qa-context", question=it["question"],
                                context=it["context"], answers=tuple(it["answers"]), closed_book=it["closed_book"])
                  for i, it in enumerate(items)]
+    for split, count in (preset.multi_fact or {}).items():
+        items = make_multi_fact_items(spec, split, count, random.Random(f"{seed}-mf-{split}"))
+        ids = [f"mf-{split}-{i:05d}" for i in range(len(items))]
+        utts += [UtteranceSpec(ids[i], it["question"], split, "qa", "qa-multi-fact", question=it["question"],
+                               context=it["context"], answers=tuple(it["answers"]), kind=it["kind"],
+                               control=ids[i ^ 1], multi_fact=True)
+                 for i, it in enumerate(items)]
     utts = assign_voices(utts, preset.engines, seed)
     if preset.train_voices > 1:
         train_utts = [u for u in utts if u.task == "asr" and u.split == "train"]
@@ -346,10 +390,12 @@ def to_cut(utt: UtteranceSpec, path: Path):
     cut.supervisions = [SupervisionSegment(id=utt.id, recording_id=utt.id, start=0.0, duration=rec.duration,
                                            text=utt.text, language="en", speaker=utt.voice.name)]
     custom = {"task": utt.task, "source": utt.source, "voice": utt.voice.name}
-    if utt.subset == "qa":
+    if utt.task == "qa":
         custom.update(question=utt.question or utt.text, answers=list(utt.answers), closed_book=utt.closed_book)
         if utt.context:
             custom["context"] = utt.context
+        if utt.multi_fact:
+            custom.update(kind=utt.kind, control=utt.control)
     cut.custom = custom
     return cut
 

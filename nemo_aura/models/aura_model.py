@@ -26,6 +26,7 @@ from nemo_aura.models.inference import AuRAInferenceMixin
 from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
 from nemo_aura.modules.teachers import build_teacher
+from nemo_aura.modules.text_align import TokenCharLengths, text_aligned_loss, uniform_char_alignment
 from nemo_aura.modules.vocab_ctc import VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
@@ -143,8 +144,18 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
     def _check_losses(self) -> None:
         if self.distill_weight > 0 and self.distillation is None:
             raise ValueError("loss.distill_weight > 0 needs a teacher and a distillation config")
-        if self.distill_weight <= 0 and self.lm_weight <= 0 and self.text_teacher_weight <= 0 and self.ctc_weight <= 0:
-            raise ValueError("loss.distill_weight, lm_weight, text_teacher_weight and ctc_weight are all 0: nothing to train")
+        weights = (self.distill_weight, self.lm_weight, self.text_teacher_weight, self.ctc_weight, self.text_align_weight)
+        if all(w <= 0 for w in weights):
+            raise ValueError("loss.distill_weight, lm_weight, text_teacher_weight, ctc_weight and text_align_weight are "
+                             "all 0: nothing to train")
+        if self.text_align_weight > 0 and self.ctc_layer < 1:
+            raise ValueError("loss.text_align_weight > 0 aligns layer K, the last LoRA layer, but the model has no LoRA")
+        layers = self.distill_layers
+        if layers is not None and self.distillation is not None:
+            unknown = sorted(set(layers) - set(self.distillation.student_layers))
+            if unknown:
+                raise ValueError(f"loss.distill_layers {unknown} are not distilled layers "
+                                 f"(distillation.layer_map has {self.distillation.student_layers})")
 
     def _log_parameter_counts(self) -> None:
         counts = self.parameter_counts()
@@ -173,6 +184,25 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
     def text_teacher_weight(self) -> float:
         """Weight of the textual-teacher KL: the same LLM without adapters reading the transcript is the teacher."""
         return float(self.cfg.get("loss", {}).get("text_teacher_weight", 0.0))
+
+    @property
+    def text_align_weight(self) -> float:
+        """Weight of the text-aligned target at layer K (``modules.text_align``): the audio span's layer-K states
+        pulled to the frozen LLM's layer-K states of the transcript tokens, aligned uniformly by characters."""
+        return float(self.cfg.get("loss", {}).get("text_align_weight", 0.0))
+
+    @property
+    def distill_layers(self) -> list[int] | None:
+        """Student layers the Whisper loss covers (``loss.distill_layers``; None: every mapped layer). With the
+        text-aligned target at K, ``below_k`` leaves layer K to the textual teacher alone."""
+        layers = self.cfg.get("loss", {}).get("distill_layers")
+        if layers is None:
+            return None
+        if layers == "below_k":  # every mapped layer under K: the text-aligned target alone teaches layer K
+            return [s for s in (self.distillation.student_layers if self.distillation else []) if s < self.ctc_layer]
+        if isinstance(layers, str):
+            raise ValueError(f"loss.distill_layers={layers!r}: expected null, 'below_k' or a list of student layers")
+        return [int(x) for x in layers]
 
     @property
     def ctc_weight(self) -> float:
@@ -341,8 +371,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             audio_tokens=self.audio_tokens(batch),
         )
         use_distill, use_lm, use_kd = self.distill_weight > 0, self.lm_weight > 0, self.text_teacher_weight > 0
-        use_ctc = self.ctc_weight > 0
-        capture = sorted(set(self.distillation.student_layers if use_distill else []) | ({self.ctc_layer} if use_ctc else set()))
+        use_ctc, use_align = self.ctc_weight > 0, self.text_align_weight > 0
+        capture = sorted(set(self.distillation.student_layers if use_distill else [])
+                         | ({self.ctc_layer} if use_ctc or use_align else set()))
         states, logits = self.run_llm(
             inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd,
             audio_mask=inputs["audio_mask"],
@@ -354,7 +385,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         patch_mask = lengths_to_mask(patch_lens, num_patches)
         if use_distill:
             student = {s: _gather_audio_states(states[s], inputs["audio_mask"], patch_mask) for s in self.distillation.student_layers}
-            dist = self.distillation(student, self.teacher_targets(batch, patch_lens, num_patches), patch_mask)
+            dist = self.distillation(student, self.teacher_targets(batch, patch_lens, num_patches), patch_mask,
+                                     layers=self.distill_layers)
             out.update({f"distill_{k}": v for k, v in dist.items()})
             total = total + self.distill_weight * dist["loss"]
         if use_ctc:
@@ -367,6 +399,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             )
             out["ctc_loss"] = ctc
             total = total + self.ctc_weight * ctc
+        if use_align:
+            audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
+            target = self.text_aligned_targets(batch, patch_lens, num_patches)
+            align = text_aligned_loss(audio_states, target, patch_mask, self.text_align_mse_weight)
+            out.update({f"text_align_{k}": v for k, v in align.items()})
+            total = total + self.text_align_weight * align["loss"]
         if use_lm:
             lm = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX
@@ -379,6 +417,43 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             total = total + self.text_teacher_weight * kd
         out["loss"] = total
         return out
+
+    @property
+    def text_align_mse_weight(self) -> float:
+        return float(self.cfg.get("loss", {}).get("text_align_mse_weight", 0.1))
+
+    @torch.no_grad()
+    def text_states(self, text_ids: Tensor, text_lens: Tensor, layer: int) -> Tensor:
+        """The textual teacher: decoder layer ``layer``'s states of right-padded token ids, adapters off,
+        stopping after that layer (B, T, D)."""
+        decoder = student_parts.decoder_of(self.llm)
+        attention = lengths_to_mask(text_lens.to(text_ids.device), text_ids.shape[1]).long()
+        embeds = self.llm.get_input_embeddings()(text_ids)
+        with self.llm.disable_adapter(), self.audio_span.positions(None), \
+                capture_layer_outputs(decoder.layers, [layer]) as states, truncated_layers(decoder, layer):
+            decoder(inputs_embeds=embeds, attention_mask=attention)
+        return states[layer]
+
+    def text_aligned_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> Tensor:
+        """The textual teacher's layer-K states at the transcript tokens (the same prompt, the transcript in place of
+        the audio), laid on each item's patches by ``uniform_char_alignment``: (B, N, D)."""
+        if "transcript_ids" not in batch:
+            raise ValueError("loss.text_align_weight > 0 needs transcripts in the batch (cuts with supervision text)")
+        text_ids, _ = self._text_version(batch)
+        words = batch["transcript_lens"].tolist()
+        text_lens = batch["input_lens"].cpu() - 1 + batch["transcript_lens"].cpu()
+        states = self.text_states(text_ids.to(patch_lens.device), text_lens, self.ctc_layer)
+        if getattr(self, "_token_chars", None) is None:
+            self._token_chars = TokenCharLengths(self.tokenizer)
+        out = states.new_zeros(len(words), num_patches, states.shape[-1])
+        for b, n_words in enumerate(words):
+            if n_words < 1:
+                raise ValueError(f"batch item {b} ({batch.get('cut_ids', ['?'] * (b + 1))[b]}): empty transcript")
+            p = int((batch["input_ids"][b] == self.audio_locator_id).nonzero()[0])
+            ids = batch["transcript_ids"][b, :n_words].tolist()
+            index = uniform_char_alignment(self._token_chars(ids), int(patch_lens[b])).to(states.device)
+            out[b, : int(patch_lens[b])] = states[b, p + index]
+        return out.float()
 
     def text_teacher_loss(self, batch: dict, logits: Tensor, labels: Tensor) -> Tensor:
         """KL(teacher || student) over the answer tokens. Teacher: the frozen LLM, adapters off, reading the

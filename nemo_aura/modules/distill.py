@@ -118,10 +118,12 @@ class LayerwiseDistillation(nn.Module):
     def teacher_layers(self) -> list[int]:
         return sorted({t for _, t in self.layer_map})
 
-    def forward(self, student_states: dict[int, Tensor], targets: dict[int, Tensor], mask: Tensor) -> dict[str, Tensor]:
+    def forward(self, student_states: dict[int, Tensor], targets: dict[int, Tensor], mask: Tensor,
+                layers: list[int] | None = None) -> dict[str, Tensor]:
         """``student_states[s]`` and ``targets[t]`` are (B, N, D) on the patch grid; ``mask`` (B, N) marks real patches.
 
-        Returns ``loss`` (mean over mapped layers) and per student layer ``loss_layer{s}`` and ``cos_layer{s}``.
+        Returns ``loss`` (mean over the mapped layers, or over ``layers`` of them when given) and per student layer
+        ``loss_layer{s}`` and ``cos_layer{s}`` (every mapped layer is reported).
         """
         out: dict[str, Tensor] = {}
         losses = []
@@ -144,6 +146,9 @@ class LayerwiseDistillation(nn.Module):
                 layer_loss = layer_loss + (mse * weight).sum() / denom
             out[f"loss_layer{s}"] = layer_loss
             out[f"cos_layer{s}"] = cos_mean.detach()
-            losses.append(layer_loss)
+            if layers is None or s in layers:
+                losses.append(layer_loss)
+        if not losses:
+            raise ValueError(f"distillation: none of the layers {layers} is mapped ({self.student_layers})")
         out["loss"] = torch.stack(losses).mean()
         return out

@@ -4,7 +4,12 @@
 - ``cascade``: an ASR model transcribes the question (Whisper from a local HF dir, or a NeMo ``.nemo``
   through its ``transcribe``), then the LLM answers the transcript;
 - ``bridge`` / ``aura``: a saved speech model (``BridgeModel`` keeps its encoder; AuRA has none);
-- ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept).
+- ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept);
+- ``oracle_repeat`` / ``oracle_collapsed``: the ceiling of the text-aligned interface at layer K. The base LLM gets
+  the AuRA prompt, the spoken question's span filled with the transcript's tokens and, after layer K, the states the
+  LLM itself has there for the transcript (the text-aligned target, ``modules.text_align``), either one per audio
+  patch as the target aligns them (``repeat``, what a student at zero text-aligned loss gives) or one per token
+  (``collapsed``). Layers K+1..L read them as they are.
 """
 from __future__ import annotations
 
@@ -143,6 +148,62 @@ class SpeechModel(System):
         return {"answer": self.model.decode_ids(ids), "answer_tokens": len(ids)}
 
 
+class TextStateOracle(System):
+    """See the module docstring: an AuRA model's base LLM fed its own layer-K text states in place of the audio span."""
+
+    def __init__(self, nemo_path: str, mode: str = "repeat", name: str | None = None):
+        from nemo_aura import AuRAModel
+        from nemo_aura.modules.text_align import TokenCharLengths
+
+        if mode not in ("repeat", "collapsed"):
+            raise ValueError(f"oracle mode {mode!r}: expected 'repeat' or 'collapsed'")
+        if not Path(nemo_path).is_file():
+            raise FileNotFoundError(f"oracle: AuRA model '{nemo_path}' does not exist (it gives the LLM, K and the patch rate)")
+        self.model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
+        self.mode, self.name = mode, name or f"oracle_{mode}"
+        self.layer = self.model.ctc_layer  # K, the last LoRA layer
+        self.token_chars = TokenCharLengths(self.model.tokenizer)
+
+    @torch.no_grad()
+    def answer(self, item, audio, max_new_tokens):
+        from nemo_aura.modules.text_align import uniform_char_alignment
+        from nemo_aura.parts import student as student_parts
+
+        model = self.model
+        words = model.tokenizer.text_to_ids(item.question)
+        prompt = model.prompts.encode(model.prompts.user_message("qa", item.context))[0]
+        p = int((prompt == model.audio_locator_id).nonzero()[0])
+        text_ids = torch.cat([prompt[:p], torch.tensor(words), prompt[p + 1 :]])[None]
+        states = model.text_states(text_ids, torch.tensor([text_ids.shape[1]]), self.layer)[0, p : p + len(words)]
+        if self.mode == "repeat":
+            patches = int(model.patch_lengths(torch.tensor([len(audio)]))[0])
+            index = uniform_char_alignment(self.token_chars(words), patches)
+        else:
+            index = torch.arange(len(words))
+        span_ids = torch.tensor(words)[index]
+        ids = torch.cat([prompt[:p], span_ids, prompt[p + 1 :]])[None]
+        span = slice(p, p + len(index))
+        layer = student_parts.decoder_of(model.llm).layers[self.layer - 1]
+
+        def replace(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            if hidden.shape[1] != ids.shape[1]:  # decode steps: new text tokens only
+                return output
+            hidden = hidden.clone()
+            hidden[0, span] = states[index].to(hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+        handle = layer.register_forward_hook(replace)
+        try:
+            with model.llm.disable_adapter(), model.audio_span.positions(None):
+                out = model.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                         do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
+        finally:
+            handle.remove()
+        row = model._cut_at_stop(out[0, ids.shape[1]:])
+        return {"answer": model.decode_ids(row), "answer_tokens": len(row)}
+
+
 def history_of(model) -> list[dict]:
     """``model.cfg.training_history`` as plain data ([] for a model that records none)."""
     history = model.cfg.get("training_history")
@@ -223,4 +284,7 @@ def build_system(name: str, paths: dict) -> System:
         return SpeechModel(need(name), name)
     if name == "aura_text":
         return SpeechModelTextOnly(need("aura"))
-    raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text")
+    if name in ("oracle_repeat", "oracle_collapsed"):
+        return TextStateOracle(need("aura"), name.split("_", 1)[1])
+    raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text, oracle_repeat, "
+                     "oracle_collapsed")

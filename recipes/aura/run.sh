@@ -7,8 +7,10 @@
 #
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
-#   3 distillation                   4 encoder removal     5 speech-QA fine-tuning (+ bridge baseline)
-#   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory)
+#   3 distillation, then text-aligned reading at layer K (conf/hearing.yaml)
+#   4 encoder removal                5 speech-QA fine-tuning (+ bridge baseline)
+#   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
+#     multi-fact sets (F1 with the own question vs a question about another entity of the same context)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
 #     from the stage-3 model, scored on dev WER / QA F1 / text ability, and a linear CTC probe of the
 #     distilled layers vs the teacher's and of the stage-5 model's upper layers (exp/<tag>/ablation,
@@ -23,21 +25,31 @@ preset=default
 tag=""
 nj=2
 exp_root=exp
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "run.sh: $1 needs a value" >&2; usage >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --preset) preset=$2; shift 2 ;;
-    --tag) tag=$2; shift 2 ;;
-    --nj) nj=$2; shift 2 ;;
-    --exp-root) exp_root=$2; shift 2 ;;
+    --stage) need_value "$@"; stage=$2; shift 2 ;;
+    --stop-stage|--stop_stage) need_value "$@"; stop_stage=$2; shift 2 ;;
+    --preset) need_value "$@"; preset=$2; shift 2 ;;
+    --tag) need_value "$@"; tag=$2; shift 2 ;;
+    --nj) need_value "$@"; nj=$2; shift 2 ;;
+    --exp-root) need_value "$@"; exp_root=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 extra_overrides=("$@")
+last_stage=7
+for pair in "--stage:$stage" "--stop-stage:$stop_stage"; do
+  value=${pair#*:}
+  case "$value" in
+    ''|*[!0-9]*) echo "run.sh: ${pair%%:*} must be a stage number 0..$last_stage, got '$value'" >&2; exit 2 ;;
+  esac
+  [ "$value" -le "$last_stage" ] || { echo "run.sh: ${pair%%:*} $value: the stages are 0..$last_stage" >&2; exit 2; }
+done
+[ "$stage" -le "$stop_stage" ] || { echo "run.sh: --stage $stage is after --stop-stage $stop_stage: nothing to run" >&2; exit 2; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -74,6 +86,11 @@ distill_dev=$stage1/lhotse/distill_dev_cuts.jsonl.gz
 qa_train=$stage1/lhotse/qa_train_cuts.jsonl.gz
 qa_dev=$stage1/lhotse/qa_dev_cuts.jsonl.gz
 qa_test=$stage1/lhotse/qa_test_cuts.jsonl.gz
+mf_dev=$stage1/lhotse/mf_dev_cuts.jsonl.gz
+mf_test=$stage1/lhotse/mf_test_cuts.jsonl.gz
+mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
+distilled=$exp/stage3/aura_distilled.nemo
+hearing_nemo=$exp/stage3/aura_hearing.nemo
 
 stage0() {
   bash tools/setup_env.sh test
@@ -103,19 +120,35 @@ stage2() {
 }
 
 stage3() {
-  local final=$exp/stage3/aura_distilled.nemo
-  if [ -f "$final" ]; then log "  $final exists: skipping"; return 0; fi
+  if [ -f "$distilled" ]; then
+    log "  $distilled exists: skipping the distillation"
+  else
+    # shellcheck disable=SC2086
+    "$python" -m nemo_aura.train --config-name distill "${model_overrides[@]}" \
+      model.train_ds.cuts_path="$exp/stage2/train/cuts.jsonl.gz" \
+      model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
+      exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3" report.save_nemo="$distilled" \
+      $distill_overrides "${extra_overrides[@]}"
+    "$python" $local/report_distillation.py --stage-dir "$exp/stage3"
+  fi
+  # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
+  # questions, both with their cached Whisper targets): the layers above K can read what K then holds.
+  if [ "${hearing_overrides:-}" = none ]; then log "  preset: no text-aligned reading run"; return 0; fi
+  if [ -f "$hearing_nemo" ]; then log "  $hearing_nemo exists: skipping the text-aligned reading run"; return 0; fi
+  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_train_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
+    "$exp/stage2/qa_train/cuts.jsonl.gz" > /dev/null
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name distill "${model_overrides[@]}" \
-    model.train_ds.cuts_path="$exp/stage2/train/cuts.jsonl.gz" \
+  "$python" -m nemo_aura.train --config-name hearing "${model_overrides[@]}" init_from_nemo="$distilled" \
+    model.train_ds.cuts_path="$exp/stage3/hearing_train_mix.jsonl.gz" \
     model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
-    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3" report.save_nemo="$final" \
-    $distill_overrides "${extra_overrides[@]}"
-  "$python" $local/report_distillation.py --stage-dir "$exp/stage3"
+    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_report" report.save_nemo="$hearing_nemo" \
+    ${hearing_overrides:-}
 }
 
 stage4() {
-  local args=(--nemo "$exp/stage3/aura_distilled.nemo" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
+  local final=$hearing_nemo
+  [ "${hearing_overrides:-}" = none ] && final=$distilled
+  local args=(--nemo "$final" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
   [ -n "$teacher_dir" ] && args+=(--teacher-dir "$teacher_dir")
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
@@ -156,6 +189,11 @@ stage6() {
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
   "$python" -m nemo_aura.scoring.benchmark "${args[@]}" $score_args
+  # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
+  # shellcheck disable=SC2086
+  "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
+    --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$exp/stage5/aura_qa.nemo" \
+    --llm-dir "$llm_dir" --asr "$cascade_asr" --out "$exp/stage6/hearing" ${hearing_score_args:-}
 }
 
 stage7() {

@@ -9,6 +9,7 @@ data_preset=tiny
 cache_batch_size=4
 bench_utts=8
 distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=4"
+hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
 aura_levers=""                               # stage 5, AuRA only: reading levers (set from the stage-7 ablation)
 finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 aura_finetune_overrides=""                   # stage 5, AuRA: empty = finetune_overrides
@@ -16,6 +17,8 @@ bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.tra
 cascade_asr=$exp_root/models/tiny-ctc.nemo
 score_args="--sweep-seconds 1,2 --max-new-tokens 4"
 extra_test_manifests=""
+hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura"
+hearing_score_args="--max-new-tokens 4"
 ablation_args="--steps 2 --items 4 --text-items 2 --only baseline,vocab_ctc,audio_only_lora"   # stage 7
 probe_args="--layers 0 2 --teacher-layers 3 --train-limit 8 --epochs 2"   # stage 7
 probe_stage5_args="--layers 2 4 --train-limit 8 --epochs 2"   # stage 7

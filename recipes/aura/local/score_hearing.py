@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Does a system hear? Scores on sets that need the spoken question (recipe stage 6b; dev checks of stage 7).
+
+    python recipes/aura/local/score_hearing.py --set mf_test=exp/default/stage1/lhotse/mf_test_cuts.jsonl.gz \
+        --set closed_book=exp/default/stage1/lhotse/qa_test_cuts.jsonl.gz:closed_book \
+        --systems topline,oracle_repeat,oracle_collapsed,aura --aura model.nemo --llm-dir exp/models/smollm2-135m-instruct \
+        --out exp/default/hearing [--limit 60]
+
+Per system and set: EM and F1 with the item's own question, F1 with its *control* question (multi-fact items: the
+paired question about another entity of the same context, custom ``control``; other sets: the next item's
+question), with the same context and gold; **hearing** = F1 own - F1 control with a 95% paired-bootstrap interval.
+A system that ignores the question has hearing ~0 whatever its F1. Speech systems also transcribe each utterance:
+WER against its own transcript and against other utterances' (the next item's), and the share of distinct
+transcripts. ``PATH:closed_book`` keeps only the closed-book items of a spoken-QA set. Writes
+``hearing.{json,md}`` and ``hearing.png``; a system already scored (``systems/<name>.json``) is not rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nemo_aura.parts.files import write_json_atomic, write_text_atomic
+from nemo_aura.scoring.items import QAItem, load_items
+from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_interval, token_f1, wer
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=PATH[:closed_book]")
+    p.add_argument("--systems", default="topline,oracle_repeat,oracle_collapsed,aura")
+    p.add_argument("--aura", default=None, help="the AuRA .nemo (aura, and the oracles' LLM, K and patch rate)")
+    p.add_argument("--llm-dir", default=None)
+    p.add_argument("--asr", default=None, help="the cascade's ASR (a Whisper dir or a .nemo)")
+    p.add_argument("--limit", type=int, default=None, help="items per set (pairs kept whole)")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def load_set(spec: str, limit: int | None) -> tuple[str, list[QAItem], list[str]]:
+    """(name, items, control id of each item). Multi-fact cuts name their control; otherwise the next item is it."""
+    if "=" not in spec:
+        raise SystemExit(f"--set {spec!r}: expected NAME=PATH[:closed_book]")
+    name, path = spec.split("=", 1)
+    closed_only = path.endswith(":closed_book")
+    path = path[: -len(":closed_book")] if closed_only else path
+    items = load_items(path)
+    if closed_only:
+        items = [i for i in items if (i._cut.custom or {}).get("closed_book")] if items and items[0]._cut else []
+        if not items:
+            raise SystemExit(f"--set {spec!r}: no closed-book items (custom closed_book) in {path}")
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise SystemExit(f"--set {spec!r}: duplicate item ids in {path}")
+    if limit:
+        items = items[:limit]
+    by_id = {i.id: i for i in items}
+    controls = []
+    for n, item in enumerate(items):
+        control = ((item._cut.custom or {}).get("control") if item._cut is not None else None)
+        if control not in by_id:  # no pair (or cut off by --limit): the next item's question
+            control = items[(n + 1) % len(items)].id
+        controls.append(control)
+    return name, items, controls
+
+
+def score_system(system, items: list[QAItem], controls: list[str], max_new_tokens: int) -> dict:
+    """Per-item rows: own and control answers with their F1/EM; transcripts for speech systems."""
+    by_id = {i.id: i for i in items}
+    audio = {i.id: i.load_audio(system.sample_rate) for i in items} if system.uses_audio else {}
+    rows = []
+    for item, control_id in zip(items, controls):
+        control = by_id[control_id]
+        own = system.answer(item, audio.get(item.id), max_new_tokens)["answer"]
+        swapped = dataclasses.replace(item, question=control.question)  # own context and gold, the other question
+        other = system.answer(swapped, audio.get(control_id), max_new_tokens)["answer"]
+        row = {"id": item.id, "control": control_id, "question": item.question, "gold": item.answers,
+               "answer": own, "answer_control": other, "f1": token_f1(own, item.answers),
+               "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
+        if system.uses_audio:
+            row["transcript"] = system.transcribe(audio[item.id])
+        rows.append(row)
+    return {"rows": rows}
+
+
+def summarize(rows: list[dict]) -> dict:
+    f1 = [r["f1"] for r in rows]
+    f1c = [r["f1_control"] for r in rows]
+    out = {"items": len(rows), "em": float(np.mean([r["em"] for r in rows])), "f1": float(np.mean(f1)),
+           "f1_control": float(np.mean(f1c)), "hearing": float(np.mean(f1) - np.mean(f1c)),
+           "hearing_ci": paired_bootstrap_interval(f1, f1c, statistic="difference")}
+    hyps = [r.get("transcript") for r in rows]
+    if rows and all(h is not None for h in hyps):
+        refs = [r["question"] for r in rows]
+        out["wer"] = wer(hyps, refs)
+        out["wer_other"] = wer(hyps, refs[1:] + refs[:1]) if len(refs) > 1 else None
+        out["distinct_transcripts"] = len(set(hyps)) / len(hyps)
+    return out
+
+
+def to_markdown(results: dict) -> str:
+    lines = ["# Hearing: F1 with the item's own spoken question vs a question about another entity", "",
+             "| set | system | items | EM | F1 | F1 control | hearing [95% CI] | WER | WER vs other | distinct |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for set_name, systems in results["sets"].items():
+        for name, r in systems.items():
+            ci = r.get("hearing_ci")
+            ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+            fmt = lambda k: "-" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
+            lines.append(f"| {set_name} | {name} | {r['items']} | {r['em']:.3f} | {r['f1']:.3f} | {r['f1_control']:.3f} | "
+                         f"{r['hearing']:+.3f}{ci_text} | {fmt('wer')} | {fmt('wer_other')} | {fmt('distinct_transcripts')} |")
+    lines += ["", f"Models: {json.dumps(results['paths'])}", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(results["sets"])
+    systems = sorted({s for v in results["sets"].values() for s in v})
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(sets) * max(1, len(systems)) / 3, 3.6))
+    width = 0.8 / max(len(systems), 1)
+    for k, name in enumerate(systems):
+        xs, ys, lo, hi = [], [], [], []
+        for j, set_name in enumerate(sets):
+            r = results["sets"][set_name].get(name)
+            if r is None:
+                continue
+            ci = r.get("hearing_ci") or (r["hearing"], r["hearing"])
+            xs.append(j + k * width)
+            ys.append(r["hearing"])
+            lo.append(r["hearing"] - ci[0])
+            hi.append(ci[1] - r["hearing"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=name)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(sets))], sets)
+    ax.set_ylabel("F1 own - F1 other question")
+    ax.set_title("Hearing (95% paired-bootstrap CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = out / ".hearing.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(out / "hearing.png")
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    from nemo_aura.scoring.systems import build_system
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sets = [load_set(s, args.limit) for s in args.set]
+    paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura}
+    (args.out / "systems").mkdir(parents=True, exist_ok=True)
+    results = {"paths": paths, "sets": {name: {} for name, _, _ in sets}}
+    for name in [s for s in args.systems.split(",") if s]:
+        done = args.out / "systems" / f"{name}.json"
+        if done.exists():
+            scored = json.loads(done.read_text())
+        else:
+            t0 = time.perf_counter()
+            system = build_system(name, paths)
+            scored = {}
+            for set_name, items, controls in sets:
+                scored[set_name] = score_system(system, items, controls, args.max_new_tokens)
+                print(f"[hearing] {name} {set_name}: {json.dumps(summarize(scored[set_name]['rows']))}", flush=True)
+            scored["seconds"] = time.perf_counter() - t0
+            write_json_atomic(done, scored)
+            del system
+        for set_name, _, _ in sets:
+            if set_name not in scored:
+                raise SystemExit(f"{done} lacks set {set_name!r}: delete it to rescore {name}")
+            results["sets"][set_name][name] = summarize(scored[set_name]["rows"])
+    write_json_atomic(args.out / "hearing.json", results)
+    write_text_atomic(args.out / "hearing.md", to_markdown(results))
+    plot(results, args.out)
+    print(to_markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

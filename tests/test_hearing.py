@@ -1,0 +1,151 @@
+"""Text-aligned reading at layer K, its oracle, and the multi-fact benchmark that only hearing passes."""
+import random
+
+import pytest
+import torch
+from lhotse import CutSet
+from omegaconf import open_dict
+
+from nemo_aura import AuRAModel
+from nemo_aura.data.dataset import AuRADataset
+from nemo_aura.modules.text_align import text_aligned_loss, uniform_char_alignment
+from nemo_aura.testing import write_tiny_cuts
+
+
+def test_uniform_char_alignment_is_monotonic_and_proportional_to_characters():
+    index = uniform_char_alignment([1, 3], 8)  # token 0 owns a quarter of the characters, token 1 the rest
+    assert index.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    index = uniform_char_alignment([2, 2, 2, 2, 2], 3)  # fewer patches than tokens: centres pick tokens 0, 2, 4
+    assert index.tolist() == [0, 2, 4]
+    long = uniform_char_alignment([5, 0, 7, 1, 9], 40)
+    assert long[0] == 0 and long[-1] == 4 and bool((long[1:] >= long[:-1]).all())
+    assert set(long.tolist()) == {0, 1, 2, 3, 4}  # an empty token still owns a share of the time
+    with pytest.raises(ValueError, match="empty transcript"):
+        uniform_char_alignment([], 4)
+
+
+def test_text_aligned_loss_is_zero_only_at_the_target_and_ignores_padding():
+    target = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    exact = target.clone()
+    exact[0, 3:] = 100.0  # padding positions do not count
+    assert text_aligned_loss(exact, target, mask)["loss"].item() == pytest.approx(0.0, abs=1e-6)
+    scaled = text_aligned_loss(2 * target, target, mask)  # right direction, wrong scale: cos 1, but MSE > 0
+    assert scaled["cos"].item() == pytest.approx(1.0, abs=1e-5) and scaled["loss"].item() > 0.05
+
+
+def asr_batch(model, tmp_path, task="asr"):
+    cuts = CutSet.from_file(write_tiny_cuts(tmp_path / task, n=3, task=task))
+    return AuRADataset(model.prompts, model.sample_rate, model.pad_id)[cuts]
+
+
+def test_text_aligned_targets_are_the_llms_own_states_of_the_transcript_on_the_patch_grid(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "text_align_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+    model = AuRAModel(tiny_cfg)
+    batch = asr_batch(model, tmp_path, task="qa")  # a prompt with context before the audio
+    patch_lens = model.patch_lengths(batch["audio_lens"])
+    targets = model.text_aligned_targets(batch, patch_lens, int(patch_lens.max()))
+    # item 0 by hand: the plain LLM (adapters off) reading the prompt with the transcript where the audio is
+    ids = batch["input_ids"][0, : batch["input_lens"][0]]
+    p = int((ids == model.audio_locator_id).nonzero()[0])
+    words = batch["transcript_ids"][0, : batch["transcript_lens"][0]]
+    text = torch.cat([ids[:p], words, ids[p + 1:]])[None]
+    with torch.no_grad(), model.llm.disable_adapter():
+        hidden = model.llm(input_ids=text, output_hidden_states=True).hidden_states[model.ctc_layer][0]
+    n = int(patch_lens[0])
+    chars = [len(model.tokenizer.ids_to_text([i])) for i in words.tolist()]
+    expected = hidden[p + uniform_char_alignment(chars, n)]
+    assert torch.allclose(targets[0, :n], expected, atol=1e-4)
+    assert targets[0, n:].abs().sum() == 0  # padding patches stay empty
+
+
+def test_text_aligned_objective_trains_only_the_audio_path_and_keeps_text_exact(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 1.0, "distill_layers": [1], "text_align_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+    model = AuRAModel(tiny_cfg)
+    batch = asr_batch(model, tmp_path)
+    text_prompt = torch.tensor([model.prompts.tokenizer.text_to_ids("one two three")])
+    with torch.no_grad():
+        before = model.llm(input_ids=text_prompt).logits.clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(15):
+        out = model.compute_losses(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first if first is not None else out["text_align_loss"].item()
+    assert "distill_loss_layer1" in out and "distill_cos_layer2" in out  # layer 2 reported, not trained on
+    assert out["text_align_loss"].item() < 0.7 * first, (first, out["text_align_loss"].item())
+    with torch.no_grad(), model.audio_span.positions(None):
+        after = model.llm(input_ids=text_prompt).logits
+    assert torch.equal(before, after)  # audio-only LoRA: text goes through the base LLM exactly
+
+
+def test_distill_layers_and_text_align_are_checked(tiny_cfg):
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 1.0, "distill_layers": [7]}
+    with pytest.raises(ValueError, match=r"distill_layers \[7\] are not distilled layers"):
+        AuRAModel(tiny_cfg)
+
+
+def test_oracle_collapsed_reads_exactly_like_the_text_and_repeat_fills_the_patch_grid(tiny_cfg, tmp_path):
+    """The collapsed oracle replaces layer K's span by the very states text reading has there: same answer as the
+    plain LLM reading the prompt with the transcript; the repeat oracle spans one position per audio patch."""
+    from nemo_aura.scoring.items import QAItem
+    from nemo_aura.scoring.systems import TextStateOracle
+
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    path = tmp_path / "m.nemo"
+    model.save_to(str(path))
+    item = QAItem(id="x", question="one two three four", answers=["two"], context="five six")
+    collapsed = TextStateOracle(str(path), "collapsed")
+    m = collapsed.model
+    words = m.tokenizer.text_to_ids(item.question)
+    prompt = m.prompts.encode(m.prompts.user_message("qa", item.context))[0]
+    p = int((prompt == m.audio_locator_id).nonzero()[0])
+    ids = torch.cat([prompt[:p], torch.tensor(words), prompt[p + 1:]])[None]
+    with torch.no_grad(), m.llm.disable_adapter():
+        plain = m.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                               eos_token_id=m.stop_token_ids, pad_token_id=m.pad_id)[0, ids.shape[1]:]
+    audio = torch.zeros(16000).numpy()
+    got = collapsed.answer(item, audio, 6)
+    assert got["answer"] == m.decode_ids(m._cut_at_stop(plain))
+    repeat = TextStateOracle(str(path), "repeat")
+    spans = []
+    handle = repeat.model.llm.get_base_model().model.layers[0].register_forward_pre_hook(
+        lambda mod, args, kwargs=None: spans.append(args[0].shape[1] if args else None))
+    try:
+        repeat.answer(item, audio, 2)
+    finally:
+        handle.remove()
+    patches = int(repeat.model.patch_lengths(torch.tensor([len(audio)]))[0])
+    assert spans[0] == ids.shape[1]  # the text run that gives the targets
+    assert spans[1] == ids.shape[1] - len(words) + patches  # generation's prefill: one position per patch
+
+
+def test_multi_fact_items_come_in_pairs_that_only_the_question_tells_apart():
+    from nemo_aura.data.corpus import load_spec, make_multi_fact_items
+
+    spec = load_spec("manifests/qa_spec.yaml")
+    names = {split: set(spec["entities"]["name"][split]) for split in ("train", "dev", "test")}
+    for split in ("train", "dev", "test", "test_seen"):
+        items = make_multi_fact_items(spec, split, 40, random.Random(1))
+        assert len(items) == 40
+        for a, b in zip(items[::2], items[1::2]):
+            assert a["context"] == b["context"] and a["entity"] != b["entity"]
+            assert a["answers"] != b["answers"]  # the control question's answer is another fact of the same context
+            assert 3 <= a["facts"] <= 5 and a["context"].count(".") == a["facts"]
+            for it in (a, b):
+                assert it["entity"] in it["question"] and it["answers"][0] in it["context"]
+        heard = {split: names["train"], "test_seen": names["train"], "dev": names["dev"], "test": names["test"]}[split]
+        assert {it["entity"] for it in items} <= heard
+    with pytest.raises(ValueError, match="odd"):
+        make_multi_fact_items(spec, "train", 3, random.Random(0))
