@@ -30,8 +30,14 @@ def test_text_aligned_loss_is_zero_only_at_the_target_and_ignores_padding():
     exact = target.clone()
     exact[0, 3:] = 100.0  # padding positions do not count
     assert text_aligned_loss(exact, target, mask)["loss"].item() == pytest.approx(0.0, abs=1e-6)
-    scaled = text_aligned_loss(2 * target, target, mask)  # right direction, wrong scale: cos 1, but MSE > 0
+    scaled = text_aligned_loss(2 * target, target, mask, centered=False)  # right direction, wrong scale: MSE > 0
     assert scaled["cos"].item() == pytest.approx(1.0, abs=1e-5) and scaled["loss"].item() > 0.05
+    # states sharing one large direction: the mean state is "close" to every token uncentred, not centred
+    shared = torch.randn(8) * 10
+    target = shared + torch.randn(2, 5, 8)
+    mean_state = target[mask].mean(0).expand_as(target) + 0.01 * torch.randn(2, 5, 8)
+    assert text_aligned_loss(mean_state, target, mask, centered=False)["cos"].item() > 0.9
+    assert abs(text_aligned_loss(mean_state, target, mask)["cos"].item()) < 0.5
 
 
 def asr_batch(model, tmp_path, task="asr"):
@@ -149,3 +155,72 @@ def test_multi_fact_items_come_in_pairs_that_only_the_question_tells_apart():
         assert {it["entity"] for it in items} <= heard
     with pytest.raises(ValueError, match="odd"):
         make_multi_fact_items(spec, "train", 3, random.Random(0))
+
+
+def test_pool_segments_averages_each_token_segment():
+    from nemo_aura.modules.text_align import pool_segments, segment_starts
+
+    index = torch.tensor([0, 0, 1, 1, 1, 3])
+    starts = segment_starts(index)
+    assert starts.tolist() == [True, False, True, False, False, True]
+    states = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    pooled = pool_segments(states, starts)
+    assert torch.allclose(pooled, torch.tensor([[1.0, 2.0], [6.0, 7.0], [10.0, 11.0]]))
+    assert torch.equal(pool_segments(states, torch.ones(6, dtype=torch.bool)), states)
+
+
+def collapsed_model(tiny_cfg):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "text_align_weight": 1.0, "boundary_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "collapsed"}
+    return AuRAModel(tiny_cfg)
+
+
+def test_collapsed_span_trains_pooled_states_and_the_boundary_head(tiny_cfg, tmp_path):
+    model = collapsed_model(tiny_cfg)
+    assert model.parameter_counts()["boundary_head"] > 0
+    batch = asr_batch(model, tmp_path)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(15):
+        out = model.compute_losses(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first or (out["text_align_loss"].item(), out["text_align_boundary_loss"].item())
+    assert out["text_align_loss"].item() < 0.8 * first[0] and out["text_align_boundary_loss"].item() < first[1]
+    assert model.boundary_head.net[1].weight.grad is not None
+
+
+def test_collapsed_generation_reads_one_position_per_segment(tiny_cfg, tmp_path):
+    """The upper layers see one position per detected segment; with a segment at every patch the collapse is the
+    identity and generation equals the frames model's, so the two-pass plumbing itself changes nothing."""
+    model = collapsed_model(tiny_cfg).eval()
+    from nemo_aura.testing import synth_wave
+
+    audio = [torch.from_numpy(synth_wave(0, 1.2))]
+    layer_k1 = model.llm.get_base_model().model.layers[model.ctc_layer]
+    lengths = []
+    handle = layer_k1.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    head = model.boundary_head.net[1]
+    try:
+        with torch.no_grad():
+            head.bias.fill_(-20.0)  # no boundary found: the whole span pools into one position
+            model.generate(audio, task="asr", max_new_tokens=2)
+            one_segment = lengths[0]  # the prompt's prefill (the pass over the patches stops at layer K)
+            lengths.clear()
+            head.bias.fill_(20.0)  # a boundary at every patch: nothing is pooled
+            every = model.generate(audio, task="asr", max_new_tokens=4)
+            every_len = lengths[0]
+    finally:
+        handle.remove()
+    patches = int(model.patch_lengths(torch.tensor([len(audio[0])]))[0])
+    assert every_len - one_segment == patches - 1
+    with open_dict(model.cfg):
+        model.cfg.reading = {"span": "frames"}
+    with torch.no_grad():
+        frames = model.generate(audio, task="asr", max_new_tokens=4)
+    assert every == frames

@@ -50,6 +50,12 @@ def test_sigkill_mid_training_resumes_to_the_same_final_step(tiny_llm_dir, tmp_p
     assert "Resuming training from checkpoint" in rerun.stdout + rerun.stderr
     states = [torch.load(p, map_location="cpu", weights_only=False) for p in checkpoints(exp_dir)]  # all readable
     assert max(s["global_step"] for s in states) == MAX_STEPS
+    # Checkpoints hold what trains: the frozen LLM and teacher are listed as omitted and rebuilt at resume.
+    for state in states:
+        omitted = set(state["aura_frozen_weights_omitted"])
+        assert any(k.startswith("llm.") for k in omitted) and any(k.startswith("teacher.") for k in omitted)
+        assert not omitted & set(state["state_dict"]) and any("lora_" in k for k in state["state_dict"])
+    assert max(p.stat().st_size for p in checkpoints(exp_dir)) < (exp_dir / "final.nemo").stat().st_size
     assert (exp_dir / "final.nemo").is_file() and not list(exp_dir.glob("*.tmp*"))
     # The "before" validation belongs to the first (untrained) run only; the rerun did not overwrite it.
     assert (exp_dir / "distill_report" / "validation_before.json").is_file()

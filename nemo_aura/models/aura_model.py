@@ -26,7 +26,9 @@ from nemo_aura.models.inference import AuRAInferenceMixin
 from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
 from nemo_aura.modules.teachers import build_teacher
-from nemo_aura.modules.text_align import TokenCharLengths, text_aligned_loss, uniform_char_alignment
+from nemo_aura.modules.text_align import (
+    BoundaryHead, TokenCharLengths, pool_segments, segment_starts, text_aligned_loss, uniform_char_alignment,
+)
 from nemo_aura.modules.vocab_ctc import VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
@@ -37,6 +39,7 @@ from nemo_aura.parts.restore import MmapSaveRestoreConnector
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
+FROZEN_OMITTED = "aura_frozen_weights_omitted"  # training checkpoints: the frozen parameters left out of state_dict
 
 
 class AuRAModel(ModelPT, AuRAInferenceMixin):
@@ -140,6 +143,13 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
         elif self.ctc_weight <= 0:
             self.ctc_head = None
+        span = self.reading_span
+        if span not in ("frames", "collapsed"):
+            raise ValueError(f"reading.span must be 'frames' or 'collapsed', got {span!r}")
+        if span == "collapsed" and getattr(self, "boundary_head", None) is None:
+            self.boundary_head = BoundaryHead(self.llm.config.hidden_size)
+        elif span == "frames":
+            self.boundary_head = None
 
     def _check_losses(self) -> None:
         if self.distill_weight > 0 and self.distillation is None:
@@ -184,6 +194,16 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
     def text_teacher_weight(self) -> float:
         """Weight of the textual-teacher KL: the same LLM without adapters reading the transcript is the teacher."""
         return float(self.cfg.get("loss", {}).get("text_teacher_weight", 0.0))
+
+    @property
+    def reading_span(self) -> str:
+        """``reading.span``: ``frames`` (one position per patch) or ``collapsed`` (one per spoken token, before layer
+        K+1; a boundary head finds the tokens at inference). See ``modules.text_align``."""
+        return str((self.cfg.get("reading") or {}).get("span", "frames"))
+
+    @property
+    def boundary_weight(self) -> float:
+        return float(self.cfg.get("loss", {}).get("boundary_weight", 1.0))
 
     @property
     def text_align_weight(self) -> float:
@@ -248,11 +268,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             "patch_embedding": count(self.patch_embedding),
             "distillation_heads": count(self.distillation),
             "ctc_head": count(getattr(self, "ctc_head", None)),
+            "boundary_head": count(getattr(self, "boundary_head", None)),
             "teacher": count(self.teacher),
             "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in self.parameters()),
         }
-        counts["deployable"] = counts["llm_base"] + counts["lora"] + counts["patch_embedding"]
+        counts["deployable"] = counts["llm_base"] + counts["lora"] + counts["patch_embedding"] + counts["boundary_head"]
         return counts
 
     # ------------------------------------------------------------------ forward pieces
@@ -401,10 +422,15 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             total = total + self.ctc_weight * ctc
         if use_align:
             audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
-            target = self.text_aligned_targets(batch, patch_lens, num_patches)
-            align = text_aligned_loss(audio_states, target, patch_mask, self.text_align_mse_weight)
+            tokens, index = self.text_teacher_tokens(batch, patch_lens)
+            if self.reading_span == "collapsed":
+                align = self.collapsed_align_loss(audio_states, patch_lens, tokens, index)
+            else:
+                target = right_pad([t[i] for t, i in zip(tokens, index)], 0.0)
+                align = text_aligned_loss(audio_states, target, patch_mask, self.text_align_mse_weight,
+                                          self.text_align_centered)
             out.update({f"text_align_{k}": v for k, v in align.items()})
-            total = total + self.text_align_weight * align["loss"]
+            total = total + self.text_align_weight * align["loss"] + self.boundary_weight * align.get("boundary_loss", 0.0)
         if use_lm:
             lm = F.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX
@@ -417,6 +443,10 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             total = total + self.text_teacher_weight * kd
         out["loss"] = total
         return out
+
+    @property
+    def text_align_centered(self) -> bool:
+        return bool(self.cfg.get("loss", {}).get("text_align_centered", True))
 
     @property
     def text_align_mse_weight(self) -> float:
@@ -434,26 +464,110 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             decoder(inputs_embeds=embeds, attention_mask=attention)
         return states[layer]
 
-    def text_aligned_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> Tensor:
-        """The textual teacher's layer-K states at the transcript tokens (the same prompt, the transcript in place of
-        the audio), laid on each item's patches by ``uniform_char_alignment``: (B, N, D)."""
+    def text_teacher_tokens(self, batch: dict, patch_lens: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Per item: the textual teacher's layer-K states at the transcript tokens (n_tokens, D) (the same prompt, the
+        transcript in place of the audio), and the token each patch speaks (``uniform_char_alignment``, (n_patches,))."""
         if "transcript_ids" not in batch:
             raise ValueError("loss.text_align_weight > 0 needs transcripts in the batch (cuts with supervision text)")
         text_ids, _ = self._text_version(batch)
-        words = batch["transcript_lens"].tolist()
         text_lens = batch["input_lens"].cpu() - 1 + batch["transcript_lens"].cpu()
-        states = self.text_states(text_ids.to(patch_lens.device), text_lens, self.ctc_layer)
+        states = self.text_states(text_ids.to(patch_lens.device), text_lens, self.ctc_layer).float()
         if getattr(self, "_token_chars", None) is None:
             self._token_chars = TokenCharLengths(self.tokenizer)
-        out = states.new_zeros(len(words), num_patches, states.shape[-1])
-        for b, n_words in enumerate(words):
+        tokens, index = [], []
+        for b, n_words in enumerate(batch["transcript_lens"].tolist()):
             if n_words < 1:
                 raise ValueError(f"batch item {b} ({batch.get('cut_ids', ['?'] * (b + 1))[b]}): empty transcript")
             p = int((batch["input_ids"][b] == self.audio_locator_id).nonzero()[0])
             ids = batch["transcript_ids"][b, :n_words].tolist()
-            index = uniform_char_alignment(self._token_chars(ids), int(patch_lens[b])).to(states.device)
-            out[b, : int(patch_lens[b])] = states[b, p + index]
-        return out.float()
+            tokens.append(states[b, p : p + n_words])
+            index.append(uniform_char_alignment(self._token_chars(ids), int(patch_lens[b])).to(states.device))
+        return tokens, index
+
+    def text_aligned_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> Tensor:
+        """The frames target: each patch's token state (``text_teacher_tokens``) on the (B, N, D) patch grid."""
+        tokens, index = self.text_teacher_tokens(batch, patch_lens)
+        out = tokens[0].new_zeros(len(tokens), num_patches, tokens[0].shape[-1])
+        for b, (t, i) in enumerate(zip(tokens, index)):
+            out[b, : len(i)] = t[i]
+        return out
+
+    def collapsed_align_loss(self, audio_states: Tensor, patch_lens: Tensor, tokens: list[Tensor],
+                             index: list[Tensor]) -> dict[str, Tensor]:
+        """The collapsed target: each token's patches pooled (``pool_segments`` over the alignment's segments) against
+        that token's state, plus the boundary head's BCE on the segment starts (what splits the span at inference)."""
+        pooled, targets, logits, starts = [], [], [], []
+        for b, (t, i) in enumerate(zip(tokens, index)):
+            n = int(patch_lens[b])
+            start = segment_starts(i)
+            pooled.append(pool_segments(audio_states[b, :n], start))
+            targets.append(t[torch.unique_consecutive(i)])  # tokens with no patch of their own are left out
+            logits.append(self.boundary_head(audio_states[b, :n]))
+            starts.append(start.float())
+        lens = torch.tensor([len(x) for x in pooled], device=audio_states.device)
+        out = text_aligned_loss(right_pad(pooled, 0.0), right_pad(targets, 0.0), lengths_to_mask(lens, int(lens.max())),
+                                self.text_align_mse_weight, self.text_align_centered)
+        out["boundary_loss"] = F.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(starts))
+        out["boundary_accuracy"] = ((torch.cat(logits) > 0).float() == torch.cat(starts)).float().mean().detach()
+        return out
+
+    def collapse_audio_span(self, inputs: dict) -> tuple[dict, dict[int, Tensor]]:
+        """``reading.span: collapsed`` at inference: the span's patches run through layers 1..K, the boundary head
+        splits them into token segments, and every layer's states up to K are pooled per segment. Returns the prompt
+        with one position per segment (left-padded like ``inputs``) and, per layer 1..K, the pooled states that
+        ``replaced_span_states`` puts in place of what those layers compute at the short span."""
+        k = self.ctc_layer
+        states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], list(range(1, k + 1)),
+                                 need_logits=False, audio_mask=inputs["audio_mask"])
+        states[0] = inputs["inputs_embeds"]
+        seqs, masks, pooled = [], [], {layer: [] for layer in range(1, k + 1)}
+        for b in range(inputs["inputs_embeds"].shape[0]):
+            real = inputs["attention_mask"][b].bool()
+            where = inputs["audio_mask"][b].nonzero().flatten()
+            first, last = int(where[0]), int(where[-1]) + 1
+            starts = self.boundary_head.starts(states[k][b, first:last])
+            embeds = inputs["inputs_embeds"][b]
+            span = pool_segments(states[0][b, first:last], starts)
+            keep_before = real.clone()
+            keep_before[first:] = False
+            seqs.append(torch.cat([embeds[keep_before], span, embeds[last:]]))
+            mask = torch.zeros(len(seqs[-1]), dtype=torch.bool, device=embeds.device)
+            mask[int(keep_before.sum()) : int(keep_before.sum()) + len(span)] = True
+            masks.append(mask)
+            for layer in pooled:
+                pooled[layer].append(pool_segments(states[layer][b, first:last].float(), starts))
+        lengths = [len(x) for x in seqs]
+        out = {
+            "inputs_embeds": _left_pad(seqs, 0.0),
+            "audio_mask": _left_pad(masks, False),
+            "attention_mask": _left_pad([torch.ones(n, dtype=torch.long, device=seqs[0].device) for n in lengths], 0),
+            "patch_lens": torch.tensor([int(m.sum()) for m in masks]),
+        }
+        return out, {layer: torch.cat(v) for layer, v in pooled.items()}
+
+    @contextmanager
+    def replaced_span_states(self, audio_mask: Tensor, pooled: dict[int, Tensor]):
+        """While the prompt is encoded (any call of more than one position), decoder layer ``l``'s output at the
+        positions of ``audio_mask`` (B, T) is ``pooled[l]`` (in mask order); decode steps are left alone."""
+        layers = student_parts.decoder_of(self.llm).layers
+
+        def hook(layer, _module, _inputs, output):
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            length = hidden.shape[1]
+            if length < 2:
+                return output
+            mask = audio_mask[:, :length]
+            hidden = hidden.clone()
+            hidden[mask] = pooled[layer][: int(mask.sum())].to(hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+        handles = [layers[layer - 1].register_forward_hook(lambda m, i, o, layer=layer: hook(layer, m, i, o))
+                   for layer in pooled]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def text_teacher_loss(self, batch: dict, logits: Tensor, labels: Tensor) -> Tensor:
         """KL(teacher || student) over the answer tokens. Teacher: the frozen LLM, adapters off, reading the
@@ -498,6 +612,26 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         self.log("val_loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
         self.log_dict({f"val_{k}": v for k, v in out.items() if k != "loss"}, batch_size=bs, sync_dist=True)
         return out["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Training checkpoints hold what trains (+ buffers, optimizer and loop state), not the frozen LLM and teacher
+        (~620 MB a save for the default models): at resume those come from the config or the init ``.nemo`` again,
+        exactly as at the start of the run. The omitted keys are listed, so a resume can check it got all of them."""
+        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint[FROZEN_OMITTED] = sorted(frozen)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put this model's own frozen weights (built from the same config / init) where the checkpoint omitted them."""
+        omitted = checkpoint.get(FROZEN_OMITTED)
+        if not omitted:
+            return
+        own = self.state_dict()
+        missing = [k for k in omitted if k not in own]
+        if missing:
+            raise ValueError(f"checkpoint omits frozen weights this model does not have ({missing[:3]}...): it was "
+                             "saved by a model of another configuration")
+        checkpoint["state_dict"].update({k: own[k] for k in omitted})
 
     def setup_optimizer_param_groups(self):
         # The optimizer sees only what trains: patch embedding, LoRA, distillation heads.
@@ -625,14 +759,18 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
             raise ValueError(f"{path}: not an AuRA training checkpoint (no hyper_parameters.cfg)")
         cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+        omitted = set(ckpt.get(FROZEN_OMITTED) or [])
         with open_dict(cfg):
             cfg.pop("train_ds", None)
             cfg.pop("validation_ds", None)
-            cfg.student.pretrained_weights = False  # the checkpoint holds them
+            if not omitted:
+                cfg.student.pretrained_weights = False  # the checkpoint holds them
             if cfg.student.get("skeleton") and not Path(str(cfg.student.skeleton)).is_file():
                 cfg.student.pop("skeleton")
         model_cls = _get_allowed_target_class(cfg.target) if cfg.get("target") else cls
         model = model_cls(cfg)
+        if omitted:  # a training checkpoint: the frozen weights come from the config's LLM / teacher, as at resume
+            model.on_load_checkpoint(ckpt)
         model.load_state_dict(ckpt["state_dict"], strict=True)
         return model
 

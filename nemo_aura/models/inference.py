@@ -3,6 +3,8 @@ NeMo's ``transcribe`` (through NeMo's own ``ASRTranscriptionMixin``, so ASR work
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,14 +145,19 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             audio.to(self.device), audio_lens.to(self.device), right_pad(ids, self.pad_id).to(self.device),
             torch.tensor([len(i) for i in ids], device=self.device), left_pad=True,
         )
-        if self.audio_span.needs_positions:
-            options = {**options, "cache": self._prefill_audio_span(inputs)}
-        with self.audio_span.positions(None):  # generated tokens are text
-            out = self.llm.generate(
-                inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-                eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
-                return_dict_in_generate=True, output_scores=with_scores, **options,
-            )
+        replaced = nullcontext()
+        if self.reading_span == "collapsed":  # one position per spoken token from layer K+1 on
+            inputs, pooled = self.collapse_audio_span(inputs)
+            replaced = self.replaced_span_states(inputs["audio_mask"], pooled)
+        with replaced:
+            if self.audio_span.needs_positions:
+                options = {**options, "cache": self._prefill_audio_span(inputs)}
+            with self.audio_span.positions(None):  # generated tokens are text
+                out = self.llm.generate(
+                    inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
+                    eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
+                    return_dict_in_generate=True, output_scores=with_scores, **options,
+                )
         rows = [self._cut_at_stop(row) for row in out.sequences]
         if not with_scores:
             return [(r, None) for r in rows]

@@ -56,10 +56,11 @@ class Teacher(nn.Module):
         if not layers:
             raise ValueError("teacher called without any layer to return")
         owner, attr = self._layer_owner
-        with truncated_layers(owner, max(layers), attr), capture_layer_outputs(
-            getattr(owner, attr), layers
-        ) as states:
-            lengths = self.encode(audio, audio_lens)
+        # The teacher is the fixed reference: fp32 even inside a bf16-autocast training step (its feature
+        # extractors also hand tensors to numpy, which has no bf16).
+        with torch.autocast(device_type=audio.device.type, enabled=False), \
+                truncated_layers(owner, max(layers), attr), capture_layer_outputs(getattr(owner, attr), layers) as states:
+            lengths = self.encode(audio.float(), audio_lens)
         return TeacherOutput(hidden_states={k: v.float() for k, v in states.items()}, lengths=lengths)
 
 
