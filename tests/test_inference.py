@@ -1,4 +1,5 @@
 """Using a trained model: generate, NeMo transcribe, .ckpt loading, the command line, LoRA merge, bad input."""
+import os
 import json
 import warnings
 from pathlib import Path
@@ -197,3 +198,32 @@ def _prompt_batch(model, wavs):
     audio, lens = collate_waveforms(audio)
     ids = [model.prompts.encode(model.prompts.user_message("qa"))[0] for _ in wavs]
     return audio, lens, right_pad(ids, model.pad_id), torch.tensor([len(i) for i in ids])
+
+
+def test_load_checkpoint_refuses_a_pickle_that_runs_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    bad = tmp_path / "crafted.ckpt"
+    torch.save({"hyper_parameters": {"cfg": {}}, "state_dict": {}, "x": Payload()}, bad)
+    with pytest.raises(ValueError, match="crafted.ckpt: not loaded: it holds objects other than weights"):
+        AuRAModel.load_checkpoint(str(bad))
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "cut.ckpt").write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cut.ckpt: not"):
+        AuRAModel.load_checkpoint(str(tmp_path / "cut.ckpt"))
+
+
+def test_restore_from_refuses_another_model_class_and_names_a_corrupt_file(tmp_path):
+    from nemo_aura.testing import build_tiny_ctc_nemo
+
+    ctc = build_tiny_ctc_nemo(tmp_path / "ctc.nemo")
+    with pytest.raises(ValueError, match=r"ctc.nemo: holds a .*EncDecCTCModel, not an AuRA model"):
+        AuRAModel.restore_from(str(ctc))
+    cut = tmp_path / "cut.nemo"
+    cut.write_bytes(Path(ctc).read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"cut.nemo: not a (readable )?\.nemo model"):
+        AuRAModel.restore_from(str(cut))
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        AuRAModel.restore_from(str(tmp_path))

@@ -91,7 +91,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/hearing_train_mix.jsonl.gz"
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
-    hearing = json.loads((exp / "stage6" / "hearing" / "hearing.json").read_text())
+    hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
     assert set(hearing["sets"]) == {"mf_test", "mf_test_seen", "closed_book"}
     for set_name, systems in hearing["sets"].items():
         assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura"}

@@ -35,7 +35,7 @@ from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
 from nemo_aura.parts import student as student_parts
 from nemo_aura.parts.registration import register_plugin_namespace
-from nemo_aura.parts.restore import MmapSaveRestoreConnector
+from nemo_aura.parts.restore import MmapSaveRestoreConnector, nemo_model_target
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
@@ -741,7 +741,15 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         trainer: Trainer | None = None,
         validate_access_integrity: bool = True,
     ):
-        """``ModelPT.restore_from`` with one copy of the weights in memory (``MmapSaveRestoreConnector``)."""
+        """``ModelPT.restore_from`` with one copy of the weights in memory (``MmapSaveRestoreConnector``); a ``.nemo`` of
+        another model class (e.g. a NeMo CTC model) is refused up front, naming the class it holds."""
+        target = nemo_model_target(restore_path)
+        if target and not return_config:
+            name = target.rsplit(".", 1)[-1]
+            ours = {c.__name__ for c in (cls, *cls.__subclasses__())} | {"AuRAModel", "BridgeModel"}
+            if not target.startswith("nemo_aura.") or name not in ours:
+                raise ValueError(f"{restore_path}: holds a {target}, not an AuRA model ({cls.__name__}); restore it "
+                                 "with its own class (e.g. nemo.collections.asr.models.ASRModel)")
         return super().restore_from(
             restore_path, override_config_path=override_config_path, map_location=map_location, strict=strict,
             return_config=return_config, save_restore_connector=save_restore_connector or MmapSaveRestoreConnector(),
@@ -755,7 +763,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         architecture and tokenizer (a ``.nemo`` carries them itself)."""
         from nemo.core.classes.common import _get_allowed_target_class
 
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = load_checkpoint_file(path, map_location)
         if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
             raise ValueError(f"{path}: not an AuRA training checkpoint (no hyper_parameters.cfg)")
         cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
@@ -786,6 +794,31 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             self._cfg = saved_cfg
             for k, v in saved.items():
                 setattr(self, k, v)
+
+
+def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
+    """A Lightning checkpoint read with ``torch.load(weights_only=True)``: tensors, containers and the OmegaConf
+    types its config is stored as; anything else a pickle names is refused instead of run. (Lightning's own
+    ``load_from_checkpoint`` unpickles everything: trusted files only.)"""
+    import pickle
+    import typing
+    from collections import defaultdict
+
+    from omegaconf import nodes
+    from omegaconf.base import ContainerMetadata, Metadata
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    allowed = [DictConfig, ListConfig, ContainerMetadata, Metadata, nodes.AnyNode, nodes.StringNode, nodes.IntegerNode,
+               nodes.FloatNode, nodes.BooleanNode, typing.Any, dict, list, int, defaultdict]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: not loaded: it holds objects other than weights and configs, which nemo-aura does "
+                         f"not unpickle ({str(e).splitlines()[0][:300]})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _to_dict(node) -> dict:

@@ -46,3 +46,24 @@ def shared_parameter_aliases(module: torch.nn.Module) -> list[tuple[str, str]]:
         else:
             first[id(param)] = name
     return aliases
+
+
+def nemo_model_target(path: str) -> str | None:
+    """The class a ``.nemo`` names (``target`` of its ``model_config.yaml``), read from the archive without
+    unpacking the weights; a clear error when the file is not a readable ``.nemo``."""
+    import tarfile
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model '{path}' does not exist" + (" (it is a directory)" if p.is_dir() else ""))
+    try:
+        with tarfile.open(p, "r:*") as tar:
+            for member in tar:
+                if member.name.lstrip("./") == "model_config.yaml":
+                    return (yaml.safe_load(tar.extractfile(member)) or {}).get("target")
+    except (tarfile.TarError, EOFError, OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable .nemo model ({type(e).__name__}: {e})") from None
+    raise ValueError(f"{path}: not a .nemo model (no model_config.yaml in the archive)")

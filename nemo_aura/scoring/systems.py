@@ -118,12 +118,21 @@ class Cascade(System):
     def __init__(self, asr_path: str, llm_dir: str, prompt_format: str = "qwen", asr_max_new_tokens: int = 96):
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
         self.asr = load_asr(asr_path, asr_max_new_tokens)
+        self._transcripts: dict[str, str] = {}
+        self.reuse_transcripts = False  # untimed scorers (hearing) set it: answer() then reuses transcribe()'s memo
 
     def transcribe(self, audio):
-        return self.asr(audio)
+        """The ASR transcript, memoised by the audio's content: a scorer that answers and transcribes the same
+        utterance (or answers it again as another item's control) runs the ASR once."""
+        import hashlib
+
+        key = hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest()
+        if key not in self._transcripts:
+            self._transcripts[key] = self.asr(audio)
+        return self._transcripts[key]
 
     def answer(self, item, audio, max_new_tokens):
-        transcript = self.asr(audio)
+        transcript = self.transcribe(audio) if self.reuse_transcripts else self.asr(audio)  # timed: the ASR runs
         return {**self.llm.answer_with_length(text_message(transcript, item.context), max_new_tokens), "transcript": transcript}
 
 

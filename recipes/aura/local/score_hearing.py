@@ -12,7 +12,7 @@ question), with the same context and gold; **hearing** = F1 own - F1 control wit
 A system that ignores the question has hearing ~0 whatever its F1. Speech systems also transcribe each utterance:
 WER against its own transcript and against other utterances' (the next item's), and the share of distinct
 transcripts. ``PATH:closed_book`` keeps only the closed-book items of a spoken-QA set. Writes
-``hearing.{json,md}`` and ``hearing.png``; a system already scored (``systems/<name>.json``) is not rerun.
+``results.{json,md}`` and ``hearing.png``; a system already scored (``systems/<name>.json``) is not rerun.
 """
 from __future__ import annotations
 
@@ -173,6 +173,8 @@ def main(argv=None) -> dict:
         else:
             t0 = time.perf_counter()
             system = build_system(name, paths)
+            if hasattr(system, "reuse_transcripts"):  # untimed: the cascade transcribes each utterance once
+                system.reuse_transcripts = True
             scored = {}
             for set_name, items, controls in sets:
                 scored[set_name] = score_system(system, items, controls, args.max_new_tokens)
@@ -184,8 +186,8 @@ def main(argv=None) -> dict:
             if set_name not in scored:
                 raise SystemExit(f"{done} lacks set {set_name!r}: delete it to rescore {name}")
             results["sets"][set_name][name] = summarize(scored[set_name]["rows"])
-    write_json_atomic(args.out / "hearing.json", results)
-    write_text_atomic(args.out / "hearing.md", to_markdown(results))
+    write_json_atomic(args.out / "results.json", results)
+    write_text_atomic(args.out / "results.md", to_markdown(results))
     plot(results, args.out)
     print(to_markdown(results))
     return results
