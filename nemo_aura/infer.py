@@ -129,7 +129,11 @@ def run(cfg: InferConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = OmegaConf.from_cli(argv if argv is not None else sys.argv[1:])
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    cli = OmegaConf.from_cli(argv)
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(InferConfig), cli))
     summary = run(cfg)
     return 0 if summary["items"] > summary["failed"] else 1

@@ -227,3 +227,13 @@ def test_restore_from_refuses_another_model_class_and_names_a_corrupt_file(tmp_p
         AuRAModel.restore_from(str(cut))
     with pytest.raises(FileNotFoundError, match="is a directory"):
         AuRAModel.restore_from(str(tmp_path))
+
+
+def test_command_line_help_prints_usage(capsys):
+    from nemo_aura.infer import main as infer_main
+
+    assert infer_main(["--help"]) == 0
+    assert "model_path=aura.nemo manifest=in.json output=out.json" in capsys.readouterr().out
+    proc = __import__("subprocess").run([__import__("sys").executable, "-m", "nemo_aura.merge_lora", "--help"],
+                                        capture_output=True, text=True)
+    assert proc.returncode == 0 and "in.nemo out.nemo" in proc.stdout

@@ -617,7 +617,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         """Training checkpoints hold what trains (+ buffers, optimizer and loop state), not the frozen LLM and teacher
         (~620 MB a save for the default models): at resume those come from the config or the init ``.nemo`` again,
         exactly as at the start of the run. The omitted keys are listed, so a resume can check it got all of them."""
-        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        frozen = {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}  # tied: both names
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint[FROZEN_OMITTED] = sorted(frozen)
 
