@@ -45,7 +45,9 @@ def test_tiny_corpus_builds_validates_and_is_reproducible(tmp_path):
     from lhotse.qa import validate
 
     manifests = sorted((tmp_path / "a" / "lhotse").glob("*.jsonl.gz"))
-    assert len(manifests) == 15  # {distill_train,dev, qa_train,dev,test} x {recordings, supervisions, cuts}
+    assert all(summary["subsets"][f"mf_{s}"]["utterances"] == n for s, n in tiny.multi_fact.items())
+    # {distill_train,dev, qa_train,dev,test, mf_train,dev,test,test_seen} x {recordings, supervisions, cuts}
+    assert len(manifests) == 27
     for manifest in manifests:
         validate(load_manifest(manifest), read_data=True)
     lhotse_cli = Path(sys.executable).with_name("lhotse")  # the CLI too, on one of them
@@ -151,7 +153,7 @@ def test_tiny_plan_is_seeded():
     tiny = PRESETS["tiny"]
     a, b, c = (plan_corpus(tiny, SPEC, None, seed) for seed in (0, 0, 1))
     assert a == b and a != c
-    assert len(a) == tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values())
+    assert len(a) == tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values())
     assert len({u.id for u in a}) == len(a) and all(u.voice.engine == "espeak" for u in a)
     assert assign_voices(list(reversed(a)), tiny.engines, 0) == list(reversed(a))  # per id, not per position
 

@@ -224,3 +224,21 @@ def test_collapsed_generation_reads_one_position_per_segment(tiny_cfg, tmp_path)
     with torch.no_grad():
         frames = model.generate(audio, task="asr", max_new_tokens=4)
     assert every == frames
+
+
+def test_hearing_summary_counts_a_gold_answer_inside_a_sentence_and_the_control():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes/aura/local"))
+    from score_hearing import contains_gold, summarize
+
+    assert contains_gold("Jasmine drives a pink van.", ["pink"]) == 1.0
+    assert contains_gold("Jasmine drives a pinkish van.", ["pink"]) == 0.0  # whole words only
+    rows = [{"f1": 1.0, "f1_control": 0.0, "em": 1.0, "answer": "pink", "answer_control": "a blue van", "gold": ["pink"],
+             "question": "q1"},
+            {"f1": 0.0, "f1_control": 0.0, "em": 0.0, "answer": "It is red.", "answer_control": "red", "gold": ["red"],
+             "question": "q2"}]
+    out = summarize(rows)
+    assert out["hearing"] == pytest.approx(0.5) and out["acc"] == 1.0 and out["acc_control"] == 0.5
+    assert out["hearing_acc"] == pytest.approx(0.5) and "wer" not in out  # no transcripts: a text system

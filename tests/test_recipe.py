@@ -61,7 +61,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     hearing_before = json.loads((exp / "stage3" / "hearing_report" / "validation_before.json").read_text())
     hearing_after = json.loads((exp / "stage3" / "hearing_report" / "validation_after.json").read_text())
     assert hearing_after["val_text_align_loss"] < hearing_before["val_text_align_loss"]
-    assert "val_distill_loss_layer1" in hearing_after and (exp / "stage3" / "aura_hearing.nemo").exists()
+    assert "val_distill_loss_layer1" in hearing_after and (exp / "stage3" / "aura_hearing_broad.nemo").exists()
+    questions = json.loads((exp / "stage3" / "hearing_questions_report" / "validation_after.json").read_text())
+    assert "val_text_align_boundary_accuracy" in questions and (exp / "stage3" / "aura_hearing.nemo").exists()
     # stage 4: the export is encoder-free and smaller
     export = json.loads((exp / "stage4" / "export_report.json").read_text())
     assert export["teacher_or_head_tensors_in_export"] == 0 and not export["fresh_process_answer"]["has_teacher"]
@@ -86,12 +88,14 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "hearing", "aura_qa"] and runs["topline"] == []
+    assert [r["name"] for r in runs["aura"]] == ["distill", "hearing", "hearing_questions", "aura_qa"]
+    assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
-    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included
-    assert runs["aura"][1]["init_from"] == "aura_distilled.nemo" and runs["aura"][2]["init_from"] == "aura_encoder_free.nemo"
+    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4, 4]  # the tiny preset's budgets, resume included
+    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_hearing_broad.nemo",
+                                                          "aura_encoder_free.nemo"]
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/hearing_train_mix.jsonl.gz"
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
@@ -195,9 +199,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert (cache_x2["linked_from_other_cache"], cache_x2["computed_now"]) == (tiny.distill_train, tiny.distill_train)
 
     # A rerun finds every output and redoes nothing.
-    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_hearing.nemo",
+    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_hearing_broad.nemo",
+                                              exp / "stage3" / "aura_hearing.nemo",
                                               exp / "stage4" / "aura_encoder_free.nemo",
                                               exp / "stage5" / "aura_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
-    assert "complete: skipping" in again and again.count("exists: skipping") >= 5
+    assert "complete: skipping" in again and again.count("exists: skipping") >= 6
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

@@ -7,7 +7,8 @@
 #
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
-#   3 distillation, then text-aligned reading at layer K (conf/hearing.yaml)
+#   3 distillation, then text-aligned reading at layer K on all the speech (conf/hearing.yaml), then on the
+#     spoken questions (conf/hearing_questions.yaml)
 #   4 encoder removal                5 speech-QA fine-tuning (+ bridge baseline)
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
 #     multi-fact sets (F1 with the own question vs a question about another entity of the same context)
@@ -86,10 +87,12 @@ distill_dev=$stage1/lhotse/distill_dev_cuts.jsonl.gz
 qa_train=$stage1/lhotse/qa_train_cuts.jsonl.gz
 qa_dev=$stage1/lhotse/qa_dev_cuts.jsonl.gz
 qa_test=$stage1/lhotse/qa_test_cuts.jsonl.gz
+mf_train=$stage1/lhotse/mf_train_cuts.jsonl.gz
 mf_dev=$stage1/lhotse/mf_dev_cuts.jsonl.gz
 mf_test=$stage1/lhotse/mf_test_cuts.jsonl.gz
 mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
 distilled=$exp/stage3/aura_distilled.nemo
+hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
 
 stage0() {
@@ -134,14 +137,25 @@ stage3() {
   # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
   # questions, both with their cached Whisper targets): the layers above K can read what K then holds.
   if [ "${hearing_overrides:-}" = none ]; then log "  preset: no text-aligned reading run"; return 0; fi
-  if [ -f "$hearing_nemo" ]; then log "  $hearing_nemo exists: skipping the text-aligned reading run"; return 0; fi
-  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_train_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
-    "$exp/stage2/qa_train/cuts.jsonl.gz" > /dev/null
+  if [ -f "$hearing_broad" ]; then
+    log "  $hearing_broad exists: skipping the text-aligned reading run on all the speech"
+  else
+    "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_train_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
+      "$exp/stage2/qa_train/cuts.jsonl.gz" > /dev/null
+    # shellcheck disable=SC2086
+    "$python" -m nemo_aura.train --config-name hearing "${model_overrides[@]}" init_from_nemo="$distilled" \
+      model.train_ds.cuts_path="$exp/stage3/hearing_train_mix.jsonl.gz" \
+      model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
+      exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_report" report.save_nemo="$hearing_broad" \
+      ${hearing_overrides:-}
+  fi
+  # ... then on the spoken questions (QA and multi-fact training questions), validated on the dev questions.
+  if [ -f "$hearing_nemo" ]; then log "  $hearing_nemo exists: skipping the text-aligned run on the questions"; return 0; fi
+  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_questions_mix.jsonl.gz" "$qa_train" "$mf_train" > /dev/null
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name hearing "${model_overrides[@]}" init_from_nemo="$distilled" \
-    model.train_ds.cuts_path="$exp/stage3/hearing_train_mix.jsonl.gz" \
-    model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
-    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_report" report.save_nemo="$hearing_nemo" \
+  "$python" -m nemo_aura.train --config-name hearing_questions "${model_overrides[@]}" init_from_nemo="$hearing_broad" \
+    model.train_ds.cuts_path="$exp/stage3/hearing_questions_mix.jsonl.gz" model.validation_ds.cuts_path="$mf_dev" \
+    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_questions_report" report.save_nemo="$hearing_nemo" \
     ${hearing_overrides:-}
 }
 

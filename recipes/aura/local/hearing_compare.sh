@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Which reading interface hears? The stage-3 models compared on the hearing sets, with the ceiling first:
 #   text topline, cascade, oracle_repeat / oracle_collapsed (the LLM's own layer-K text states in place of the span),
-#   distilled_only (stage 3's distillation alone), collapsed (the recipe's text-aligned run, reading.span collapsed),
-#   frames (the same run with reading.span frames: one position per patch, each pulled to its token's state).
-# Same init, data, steps and seed for the two text-aligned runs. Rerun-safe: trained models and scored systems are kept.
+#   distilled_only (stage 3's distillation alone), collapsed (the recipe's text-aligned runs, reading.span collapsed),
+#   frames (the same two runs with reading.span frames: one position per patch, each pulled to its token's state).
+# Same init, data, steps and seed for both spans. Rerun-safe: trained models and scored systems are kept.
 #   bash recipes/aura/local/hearing_compare.sh [--preset default] [--limit 60]
 set -euo pipefail
 preset=default
@@ -24,7 +24,8 @@ exp=$exp_root/$preset
 python=${NEMO_AURA_VENV:-$root/.venv}/bin/python
 lhotse=$exp/stage1/lhotse
 out=$exp/hearing
-for need in "$exp/stage3/aura_distilled.nemo" "$exp/stage3/aura_hearing.nemo" "$exp/stage3/hearing_train_mix.jsonl.gz"; do
+for need in "$exp/stage3/aura_distilled.nemo" "$exp/stage3/aura_hearing.nemo" "$exp/stage3/hearing_train_mix.jsonl.gz" \
+            "$exp/stage3/hearing_questions_mix.jsonl.gz"; do
   [ -f "$need" ] || { echo "hearing_compare.sh: $need is missing: run 'bash recipes/aura/run.sh --stage 3 --stop-stage 3' first" >&2; exit 2; }
 done
 sets=(--set "mf_dev=$lhotse/mf_dev_cuts.jsonl.gz" --set "mf_test=$lhotse/mf_test_cuts.jsonl.gz"
@@ -32,16 +33,19 @@ sets=(--set "mf_dev=$lhotse/mf_dev_cuts.jsonl.gz" --set "mf_test=$lhotse/mf_test
 model_overrides=("model=$model_conf" "model.student.pretrained_path=$llm_dir")
 [ -n "$teacher_dir" ] && model_overrides+=("model.teacher.pretrained_path=$teacher_dir")
 
-# The frames variant: the recipe's text-aligned run with the other span length.
-frames=$out/frames/model.nemo
-if [ ! -f "$frames" ]; then
+# The frames variant: the recipe's two text-aligned runs (all the speech, then the questions) with the other span length.
+train_frames() {  # <config> <init> <train cuts> <dev cuts> <out .nemo>
+  [ -f "$5" ] && return 0
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name hearing "${model_overrides[@]}" name=hearing_frames \
-    init_from_nemo="$exp/stage3/aura_distilled.nemo" 'model.reading={span: frames}' \
-    model.train_ds.cuts_path="$exp/stage3/hearing_train_mix.jsonl.gz" \
-    model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
-    exp_manager.exp_dir="$out/frames" report.dir="$out/frames/report" report.save_nemo="$frames" ${hearing_overrides:-}
-fi
+  "$python" -m nemo_aura.train --config-name "$1" "${model_overrides[@]}" name="$1_frames" init_from_nemo="$2" \
+    'model.reading={span: frames}' model.train_ds.cuts_path="$3" model.validation_ds.cuts_path="$4" \
+    exp_manager.exp_dir="$out/frames" report.dir="$out/frames/$1_report" report.save_nemo="$5" ${hearing_overrides:-}
+}
+frames=$out/frames/model.nemo
+train_frames hearing "$exp/stage3/aura_distilled.nemo" "$exp/stage3/hearing_train_mix.jsonl.gz" \
+  "$exp/stage2/dev/cuts.jsonl.gz" "$out/frames/broad.nemo"
+train_frames hearing_questions "$out/frames/broad.nemo" "$exp/stage3/hearing_questions_mix.jsonl.gz" \
+  "$lhotse/mf_dev_cuts.jsonl.gz" "$frames"
 
 score() {  # <name> <aura .nemo> <systems>
   mkdir -p "$out/$1/systems"

@@ -27,7 +27,7 @@ import numpy as np
 
 from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 from nemo_aura.scoring.items import QAItem, load_items
-from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_interval, token_f1, wer
+from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_interval, token_f1, wer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -90,12 +90,24 @@ def score_system(system, items: list[QAItem], controls: list[str], max_new_token
     return {"rows": rows}
 
 
+def contains_gold(prediction: str, answers: list[str]) -> float:
+    """1 when a gold answer appears in the prediction (SQuAD-normalised, as whole words): the base LLM answers in
+    sentences ("Jasmine drives a pink van."), which token F1 scores low however right they are."""
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(normalize_answer(a) and f" {normalize_answer(a)} " in pred for a in answers))
+
+
 def summarize(rows: list[dict]) -> dict:
     f1 = [r["f1"] for r in rows]
     f1c = [r["f1_control"] for r in rows]
+    acc = [contains_gold(r["answer"], r["gold"]) for r in rows]
+    accc = [contains_gold(r["answer_control"], r["gold"]) for r in rows]
     out = {"items": len(rows), "em": float(np.mean([r["em"] for r in rows])), "f1": float(np.mean(f1)),
            "f1_control": float(np.mean(f1c)), "hearing": float(np.mean(f1) - np.mean(f1c)),
-           "hearing_ci": paired_bootstrap_interval(f1, f1c, statistic="difference")}
+           "hearing_ci": paired_bootstrap_interval(f1, f1c, statistic="difference"),
+           "acc": float(np.mean(acc)), "acc_control": float(np.mean(accc)),
+           "hearing_acc": float(np.mean(acc) - np.mean(accc)),
+           "hearing_acc_ci": paired_bootstrap_interval(acc, accc, statistic="difference")}
     hyps = [r.get("transcript") for r in rows]
     if rows and all(h is not None for h in hyps):
         refs = [r["question"] for r in rows]
@@ -106,16 +118,22 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def to_markdown(results: dict) -> str:
-    lines = ["# Hearing: F1 with the item's own spoken question vs a question about another entity", "",
-             "| set | system | items | EM | F1 | F1 control | hearing [95% CI] | WER | WER vs other | distinct |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Hearing: the item's own spoken question vs a question about another entity of the same context", "",
+             "Accuracy: a gold answer appears in the answer. Hearing: own minus control (95% paired-bootstrap interval).", "",
+             "| set | system | items | EM | F1 | F1 control | hearing F1 [95% CI] | acc | acc control | hearing acc [95% CI] "
+             "| WER | WER vs other | distinct |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ci_text(ci):
+        return f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+
     for set_name, systems in results["sets"].items():
         for name, r in systems.items():
-            ci = r.get("hearing_ci")
-            ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
             fmt = lambda k: "-" if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731
             lines.append(f"| {set_name} | {name} | {r['items']} | {r['em']:.3f} | {r['f1']:.3f} | {r['f1_control']:.3f} | "
-                         f"{r['hearing']:+.3f}{ci_text} | {fmt('wer')} | {fmt('wer_other')} | {fmt('distinct_transcripts')} |")
+                         f"{r['hearing']:+.3f}{ci_text(r.get('hearing_ci'))} | {fmt('acc')} | {fmt('acc_control')} | "
+                         f"{r['hearing_acc']:+.3f}{ci_text(r.get('hearing_acc_ci'))} | {fmt('wer')} | {fmt('wer_other')} | "
+                         f"{fmt('distinct_transcripts')} |")
     lines += ["", f"Models: {json.dumps(results['paths'])}", ""]
     return "\n".join(lines)
 
