@@ -27,7 +27,8 @@ from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, po
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
 from nemo_aura.modules.teachers import build_teacher
 from nemo_aura.modules.text_align import (
-    BoundaryHead, TokenCharLengths, pool_segments, segment_starts, text_aligned_loss, uniform_char_alignment,
+    BoundaryHead, TokenCharLengths, frames_target, pool_segments, segment_starts, text_aligned_loss,
+    uniform_char_alignment,
 )
 from nemo_aura.modules.vocab_ctc import VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
@@ -393,6 +394,10 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         )
         use_distill, use_lm, use_kd = self.distill_weight > 0, self.lm_weight > 0, self.text_teacher_weight > 0
         use_ctc, use_align = self.ctc_weight > 0, self.text_align_weight > 0
+        if (use_lm or use_kd) and self.reading_span == "collapsed" and not getattr(self, "_warned_collapse", False):
+            self._warned_collapse = True  # the upper layers see the patch-rate span here, the token-rate one at inference
+            logging.warning("reading.span: collapsed — the next-token losses run through the uncollapsed span (one "
+                            "position per patch); only generation collapses it. Training and inference differ above K.")
         capture = sorted(set(self.distillation.student_layers if use_distill else [])
                          | ({self.ctc_layer} if use_ctc or use_align else set()))
         states, logits = self.run_llm(
@@ -426,7 +431,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             if self.reading_span == "collapsed":
                 align = self.collapsed_align_loss(audio_states, patch_lens, tokens, index)
             else:
-                target = right_pad([t[i] for t, i in zip(tokens, index)], 0.0)
+                target = frames_target(tokens, index, num_patches)
                 align = text_aligned_loss(audio_states, target, patch_mask, self.text_align_mse_weight,
                                           self.text_align_centered)
             out.update({f"text_align_{k}": v for k, v in align.items()})
@@ -486,11 +491,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
 
     def text_aligned_targets(self, batch: dict, patch_lens: Tensor, num_patches: int) -> Tensor:
         """The frames target: each patch's token state (``text_teacher_tokens``) on the (B, N, D) patch grid."""
-        tokens, index = self.text_teacher_tokens(batch, patch_lens)
-        out = tokens[0].new_zeros(len(tokens), num_patches, tokens[0].shape[-1])
-        for b, (t, i) in enumerate(zip(tokens, index)):
-            out[b, : len(i)] = t[i]
-        return out
+        return frames_target(*self.text_teacher_tokens(batch, patch_lens), num_patches)
 
     def collapsed_align_loss(self, audio_states: Tensor, patch_lens: Tensor, tokens: list[Tensor],
                              index: list[Tensor]) -> dict[str, Tensor]:

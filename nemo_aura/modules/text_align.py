@@ -40,6 +40,14 @@ def uniform_char_alignment(token_chars: list[int], num_patches: int) -> Tensor:
     return torch.searchsorted(ends, centres, right=True).clamp_max(len(token_chars) - 1)
 
 
+def frames_target(tokens: list[Tensor], index: list[Tensor], num_patches: int) -> Tensor:
+    """The ``frames`` target on the (B, N, D) patch grid: item b's patch i gets ``tokens[b][index[b][i]]``."""
+    out = tokens[0].new_zeros(len(tokens), num_patches, tokens[0].shape[-1])
+    for b, (t, i) in enumerate(zip(tokens, index)):
+        out[b, : len(i)] = t[i]
+    return out
+
+
 def text_aligned_loss(student: Tensor, target: Tensor, mask: Tensor, mse_weight: float = 0.1,
                       centered: bool = True) -> dict[str, Tensor]:
     """``1 - cos`` plus ``mse_weight`` x the MSE relative to the target's energy, over the real patches.
