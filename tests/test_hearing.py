@@ -40,6 +40,20 @@ def test_text_aligned_loss_is_zero_only_at_the_target_and_ignores_padding():
     assert abs(text_aligned_loss(mean_state, target, mask)["cos"].item()) < 0.5
 
 
+def train_steps(model, batch, steps: int = 15, lr: float = 3e-3) -> tuple[dict[str, float], dict]:
+    """AdamW steps on one batch: (the first step's losses, the last step's outputs)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    first = None
+    for _ in range(steps):
+        out = model.compute_losses(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first or {k: float(v) for k, v in out.items() if k.startswith("text_align")}
+    return first, out
+
+
 def asr_batch(model, tmp_path, task="asr"):
     cuts = CutSet.from_file(write_tiny_cuts(tmp_path / task, n=3, task=task))
     return AuRADataset(model.prompts, model.sample_rate, model.pad_id)[cuts]
@@ -78,15 +92,8 @@ def test_text_aligned_objective_trains_only_the_audio_path_and_keeps_text_exact(
     text_prompt = torch.tensor([model.prompts.tokenizer.text_to_ids("one two three")])
     with torch.no_grad():
         before = model.llm(input_ids=text_prompt).logits.clone()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    first = None
-    for _ in range(15):
-        out = model.compute_losses(batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        first = first if first is not None else out["text_align_loss"].item()
+    first, out = train_steps(model, batch)
+    first = first["text_align_loss"]
     assert "distill_loss_layer1" in out and "distill_cos_layer2" in out  # layer 2 reported, not trained on
     assert out["text_align_loss"].item() < 0.7 * first, (first, out["text_align_loss"].item())
     with torch.no_grad(), model.audio_span.positions(None):
@@ -182,16 +189,9 @@ def test_collapsed_span_trains_pooled_states_and_the_boundary_head(tiny_cfg, tmp
     model = collapsed_model(tiny_cfg)
     assert model.parameter_counts()["boundary_head"] > 0
     batch = asr_batch(model, tmp_path)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    first = None
-    for _ in range(15):
-        out = model.compute_losses(batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        first = first or (out["text_align_loss"].item(), out["text_align_boundary_loss"].item())
-    assert out["text_align_loss"].item() < 0.8 * first[0] and out["text_align_boundary_loss"].item() < first[1]
+    first, out = train_steps(model, batch)
+    assert out["text_align_loss"].item() < 0.8 * first["text_align_loss"]
+    assert out["text_align_boundary_loss"].item() < first["text_align_boundary_loss"]
     assert model.boundary_head.net[1].weight.grad is not None
 
 
