@@ -176,7 +176,6 @@ class TextStateOracle(System):
     @torch.no_grad()
     def answer(self, item, audio, max_new_tokens):
         from nemo_aura.modules.text_align import uniform_char_alignment
-        from nemo_aura.parts import student as student_parts
 
         model = self.model
         words = model.tokenizer.text_to_ids(item.question)
@@ -191,24 +190,13 @@ class TextStateOracle(System):
             index = torch.arange(len(words))
         span_ids = torch.tensor(words)[index]
         ids = torch.cat([prompt[:p], span_ids, prompt[p + 1 :]])[None]
-        span = slice(p, p + len(index))
-        layer = student_parts.decoder_of(model.llm).layers[self.layer - 1]
-
-        def replace(_module, _inputs, output):
-            hidden = output[0] if isinstance(output, (tuple, list)) else output
-            if hidden.shape[1] != ids.shape[1]:  # decode steps: new text tokens only
-                return output
-            hidden = hidden.clone()
-            hidden[0, span] = states[index].to(hidden.dtype)
-            return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
-
-        handle = layer.register_forward_hook(replace)
-        try:
-            with model.llm.disable_adapter(), model.audio_span.positions(None):
-                out = model.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                         do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
-        finally:
-            handle.remove()
+        span = torch.zeros_like(ids, dtype=torch.bool)
+        span[0, p : p + len(index)] = True
+        # the same hook the collapsed generation uses: layer K's output at the span becomes the text states
+        with model.replaced_span_states(span, {self.layer: states[index]}), model.llm.disable_adapter(), \
+                model.audio_span.positions(None):
+            out = model.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                     do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
         row = model._cut_at_stop(out[0, ids.shape[1]:])
         return {"answer": model.decode_ids(row), "answer_tokens": len(row)}
 
