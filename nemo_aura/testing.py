@@ -118,3 +118,34 @@ def build_tiny_ctc_nemo(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     EncDecCTCModel(cfg=cfg).eval().save_to(str(path))
     return Path(path)
+
+
+def build_tiny_whisper_dir(out_dir: Path, seed: int = 0) -> Path:
+    """A random tiny Whisper (``aura_tiny.yaml``'s teacher config) saved as a local HF directory with a feature
+    extractor and a small character tokenizer: a stand-in for a Whisper teacher or the cascade's ASR directory."""
+    import json
+
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizer)
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzĠ")}))
+    (out_dir / "merges.txt").write_text("#version: 0.2\n")
+    specials = ["<|startoftranscript|>", "<|notimestamps|>"]
+    tokenizer = WhisperTokenizer(str(out_dir / "vocab.json"), str(out_dir / "merges.txt"), additional_special_tokens=specials)
+    eos, start = tokenizer.convert_tokens_to_ids(["<|endoftext|>", specials[0]])
+    preset = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "aura_tiny.yaml").teacher.config
+    config = WhisperConfig(**{**OmegaConf.to_container(preset), "vocab_size": len(tokenizer)}, pad_token_id=eos,
+                           bos_token_id=eos, eos_token_id=eos, decoder_start_token_id=start)
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config.decoder_start_token_id, model.generation_config.eos_token_id = start, eos
+    model.save_pretrained(out_dir)
+    seconds = config.max_source_positions * 2 // 100
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=seconds), tokenizer).save_pretrained(out_dir)
+    return out_dir

@@ -23,6 +23,7 @@ from nemo.utils.exp_manager import exp_manager
 
 from nemo_aura.models.aura_model import AuRAModel
 from nemo_aura.parts.files import atomic_path, write_json_atomic
+from nemo_aura.parts.restore import nemo_model_target
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -118,6 +119,7 @@ def train(cfg: DictConfig) -> AuRAModel:
         out = Path(cfg.report.save_nemo)
         with atomic_path(out) as tmp:
             model.save_to(str(tmp))
+            nemo_model_target(str(tmp))  # complete and readable before it takes the name a rerun skips on
         logging.info(f"saved {out}")
     return model
 

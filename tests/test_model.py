@@ -194,3 +194,67 @@ def test_clear_errors(tiny_cfg, tmp_path):
     bad.lora.num_layers = 9
     with pytest.raises(ValueError, match="lora.num_layers=9 does not fit the LLM's 4 decoder layers"):
         AuRAModel(bad)
+
+
+def test_teacher_comparison_by_value():
+    from nemo_aura.parts.export_proof import compare_to_teacher
+
+    torch.manual_seed(0)
+    teacher = {"teacher.w": torch.randn(8, 8), "teacher.ln": torch.ones(8, 8), "teacher.conv": torch.randn(4, 3, 3)}
+    export = {"llm.w": teacher["teacher.w"].clone(), "llm.ln": torch.ones(8, 8), "llm.other": torch.randn(8, 8),
+              "patch_embedding.conv1.weight": teacher["teacher.conv"] + 0.05 * torch.randn(4, 3, 3)}
+    proof = compare_to_teacher(export, teacher)
+    assert proof["teacher_tensors_compared"] == 2  # the constant one carries nothing
+    found = {(c["tensor"], c["identical"]) for c in proof["teacher_valued_examples"]}
+    assert found == {("llm.w", True), ("patch_embedding.conv1.weight", False)}  # a copy, and a trained copy
+    allowed = compare_to_teacher(export, teacher, stem_copied=True)
+    assert allowed["teacher_valued_tensors_in_export"] == 1 and allowed["stem_copied_from_teacher"][0]["correlation"] > 0.9
+    assert compare_to_teacher({"teacher.x": torch.randn(8, 8)}, {})["teacher_named_tensors_in_export"] == 1
+
+
+def test_export_proof_by_value_and_a_fresh_process_without_the_teacher_dir(tiny_cfg, tmp_path):
+    """The stem copied from a Whisper teacher directory (lever 5) is reported, nothing else matches any teacher
+    tensor, and the export restores and answers in a process where the teacher directory cannot be read (where
+    the full model, which needs it, fails)."""
+    import json
+
+    from omegaconf import open_dict
+
+    from nemo_aura.parts.export_proof import compare_to_teacher, directory_tensors, nemo_state_dict, run_guarded
+    from nemo_aura.testing import build_tiny_whisper_dir
+
+    whisper = build_tiny_whisper_dir(tmp_path / "whisper")
+    with open_dict(tiny_cfg):
+        tiny_cfg.teacher = {"type": "whisper", "pretrained_path": str(whisper)}
+        tiny_cfg.patch_embedding.update(stem="whisper_conv", stem_channels=32, init_from_teacher=True)
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    train_steps(model, make_batch(model), steps=2)
+    model.save_to(str(tmp_path / "full.nemo"))
+    model.export_encoder_free(str(tmp_path / "free.nemo"))
+    full = nemo_state_dict(tmp_path / "full.nemo")
+    teacher = {k: v for k, v in full.items() if k.startswith(("teacher.", "distillation."))}
+    teacher.update(directory_tensors(whisper))
+    proof = compare_to_teacher(nemo_state_dict(tmp_path / "free.nemo"), teacher, stem_copied=True)
+    assert proof["teacher_named_tensors_in_export"] == 0 and proof["teacher_valued_tensors_in_export"] == 0
+    assert proof["teacher_tensors_compared"] >= 40  # the random tiny Whisper's non-constant tensors (of 138)
+    assert {c["tensor"] for c in proof["stem_copied_from_teacher"]} >= {"patch_embedding.conv1.weight"}
+    code = f"""
+from nemo_aura import AuRAModel
+try:
+    AuRAModel.restore_from({str(tmp_path / 'full.nemo')!r})
+    full = "restored"
+except Exception as e:
+    full = repr(e)
+free = AuRAModel.restore_from({str(tmp_path / 'free.nemo')!r}).eval()
+blocked_by_full = list(_guard_report()["teacher_dir_access_blocked"])
+import torch
+answer = free.generate([torch.zeros(8000)], task="asr", max_new_tokens=2)[0]
+print(json.dumps({{"full": full, "blocked_by_full": blocked_by_full, "answer": answer, **_guard_report()}}))
+"""
+    proc = run_guarded(code, [whisper], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "unreadable in this check" in report["full"] and report["blocked_by_full"]  # the guard holds
+    assert report["teacher_dir_access_blocked"] == report["blocked_by_full"]  # the export reached for nothing more
+    assert report["teacher_dir_files_mapped"] == [] and isinstance(report["answer"], str)

@@ -37,3 +37,31 @@ def test_use_a_trained_model_examples_run_as_written(tiny_cfg, tmp_path):
     assert json.loads((tmp_path / "out.json").read_text())["pred_answer"] is not None
     assert "pred_text" in json.loads((tmp_path / "transcripts.json").read_text())
     assert (tmp_path / "aura_merged.nemo").is_file() and (tmp_path / "aura_merged_hf" / "config.json").is_file()
+
+
+def test_the_readme_test_command_installs_the_tools_before_collecting(tmp_path, monkeypatch):
+    """tools/run_tests.sh: environment, then the system tools (espeak-ng, sox, piper), then pytest with
+    NEMO_AURA_REQUIRE_TOOLS=1, under which a missing tool fails its tests instead of skipping them."""
+    import shutil
+
+    import conftest
+
+    tree, log = tmp_path / "repo", tmp_path / "log"
+    for rel in ("tools/run_tests.sh", "tools/setup_env.sh", "recipes/aura/local/install_voices.sh", ".venv/bin/python"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tools/run_tests.sh", tree / "tools/run_tests.sh")
+    stub = '#!/usr/bin/env bash\necho "{name} $* REQUIRE=${{NEMO_AURA_REQUIRE_TOOLS:-}}" >> ' + str(log) + "\n"
+    for rel, name in (("tools/setup_env.sh", "setup"), ("recipes/aura/local/install_voices.sh", "voices"),
+                      (".venv/bin/python", "python")):
+        (tree / rel).write_text(stub.format(name=name))
+        (tree / rel).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "NEMO_AURA_REQUIRE_TOOLS"}
+    proc = subprocess.run(["bash", str(tree / "tools/run_tests.sh"), "-k", "x"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines() == ["setup test REQUIRE=", f"voices {tree}/.venv REQUIRE=",
+                                            "python -m pytest tests -k x REQUIRE=1"]
+    monkeypatch.delenv("NEMO_AURA_REQUIRE_TOOLS", raising=False)
+    assert conftest.needs(False, "tool missing").args[0] is True  # skipped outside run_tests.sh
+    monkeypatch.setenv("NEMO_AURA_REQUIRE_TOOLS", "1")
+    assert conftest.needs(False, "tool missing").args[0] is False  # not skipped: the test runs (and fails)
+    assert conftest.needs(True, "tool there").args[0] is False

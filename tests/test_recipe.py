@@ -66,7 +66,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert "val_text_align_boundary_accuracy" in questions and (exp / "stage3" / "aura_hearing.nemo").exists()
     # stage 4: the export is encoder-free and smaller
     export = json.loads((exp / "stage4" / "export_report.json").read_text())
+    # computed by value against every teacher tensor (no longer a literal 0), restored with the teacher dir unreadable
     assert export["teacher_or_head_tensors_in_export"] == 0 and not export["fresh_process_answer"]["has_teacher"]
+    assert export["teacher_comparison"]["teacher_tensors_compared"] > 0 and export["teacher_comparison"]["export_tensors"] > 0
+    assert not export["fresh_process_answer"]["teacher_dir_access_blocked"]
     assert export["parameters"]["encoder_free"]["teacher"] == 0
     assert export["bytes"]["encoder_free_nemo"] < export["bytes"]["full_nemo"]
     # stage 5-6: fine-tuned models scored side by side

@@ -33,8 +33,10 @@ from nemo_aura.modules.text_align import (
 from nemo_aura.modules.vocab_ctc import VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
+from nemo_aura.parts.nemo_tools import NeMoToolsMixin
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
 from nemo_aura.parts import student as student_parts
+from nemo_aura.parts import pretrained as pretrained_models
 from nemo_aura.parts.registration import register_plugin_namespace
 from nemo_aura.parts.restore import MmapSaveRestoreConnector, nemo_model_target
 
@@ -43,11 +45,11 @@ IGNORE_INDEX = -100
 FROZEN_OMITTED = "aura_frozen_weights_omitted"  # training checkpoints: the frozen parameters left out of state_dict
 
 
-class AuRAModel(ModelPT, AuRAInferenceMixin):
+class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     """See the module docstring. Built entirely from ``cfg`` (see ``conf/*.yaml``)."""
 
     def __init__(self, cfg: DictConfig, trainer: Trainer | None = None):
-        self._work_dir = student_parts.new_work_dir()
+        self._work_dir = student_parts.new_work_dir(owner=self)  # removed with the model
         super().__init__(cfg=cfg, trainer=trainer)
         self._setup_student()
         self.patch_embedding = self._build_audio_front_end()
@@ -394,16 +396,19 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         )
         use_distill, use_lm, use_kd = self.distill_weight > 0, self.lm_weight > 0, self.text_teacher_weight > 0
         use_ctc, use_align = self.ctc_weight > 0, self.text_align_weight > 0
-        if (use_lm or use_kd) and self.reading_span == "collapsed" and not getattr(self, "_warned_collapse", False):
-            self._warned_collapse = True  # the upper layers see the patch-rate span here, the token-rate one at inference
-            logging.warning("reading.span: collapsed — the next-token losses run through the uncollapsed span (one "
-                            "position per patch); only generation collapses it. Training and inference differ above K.")
         capture = sorted(set(self.distillation.student_layers if use_distill else [])
                          | ({self.ctc_layer} if use_ctc or use_align else set()))
-        states, logits = self.run_llm(
-            inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd,
-            audio_mask=inputs["audio_mask"],
-        )
+        alignment = self.text_teacher_tokens(batch, inputs["patch_lens"]) if use_align or (
+            (use_lm or use_kd) and self.reading_span == "collapsed") else None
+        if (use_lm or use_kd) and self.reading_span == "collapsed":
+            # the upper layers train on the token-rate span they read at inference
+            states, logits, labels = self.collapsed_forward(inputs, alignment[1])
+        else:
+            states, logits = self.run_llm(
+                inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd,
+                audio_mask=inputs["audio_mask"],
+            )
+            labels = inputs.get("labels")
         out: dict[str, Tensor] = {}
         total = inputs["inputs_embeds"].new_zeros(())
         patch_lens = inputs["patch_lens"]
@@ -427,7 +432,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             total = total + self.ctc_weight * ctc
         if use_align:
             audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
-            tokens, index = self.text_teacher_tokens(batch, patch_lens)
+            tokens, index = alignment
             if self.reading_span == "collapsed":
                 align = self.collapsed_align_loss(audio_states, patch_lens, tokens, index)
             else:
@@ -438,12 +443,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
             total = total + self.text_align_weight * align["loss"] + self.boundary_weight * align.get("boundary_loss", 0.0)
         if use_lm:
             lm = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), inputs["labels"][:, 1:].flatten(), ignore_index=IGNORE_INDEX
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
             )
             out["lm_loss"] = lm
             total = total + self.lm_weight * lm
         if use_kd:
-            kd = self.text_teacher_loss(batch, logits, inputs["labels"])
+            kd = self.text_teacher_loss(batch, logits, labels)
             out["text_teacher_kl"] = kd
             total = total + self.text_teacher_weight * kd
         out["loss"] = total
@@ -511,6 +516,35 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
         out["boundary_loss"] = F.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(starts))
         out["boundary_accuracy"] = ((torch.cat(logits) > 0).float() == torch.cat(starts)).float().mean().detach()
         return out
+
+    def collapsed_forward(self, inputs: dict, index: list[Tensor]) -> tuple[dict[int, Tensor], Tensor, Tensor]:
+        """The training forward of ``reading.span: collapsed``, as generation runs it: layers 1..K over the patch-rate
+        span, then the whole LLM over the prompt with one position per token segment of the alignment ``index``
+        (the boundary head's job at inference), its layers 1..K given the pooled states (``replaced_span_states``).
+        Returns the patch-rate states of layers 1..K (for the layer-K losses), the short run's logits and labels."""
+        k = self.ctc_layer
+        states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], list(range(1, k + 1)),
+                                 need_logits=False, audio_mask=inputs["audio_mask"])
+        seqs, masks, labels, pooled = [], [], [], {layer: [] for layer in range(1, k + 1)}
+        for b, token_of_patch in enumerate(index):
+            where = inputs["audio_mask"][b].nonzero().flatten()
+            first, last = int(where[0]), int(where[-1]) + 1
+            length = int(inputs["attention_mask"][b].sum())
+            starts = segment_starts(token_of_patch)
+            span = pool_segments(inputs["inputs_embeds"][b, first:last], starts)
+            seqs.append(torch.cat([inputs["inputs_embeds"][b, :first], span, inputs["inputs_embeds"][b, last:length]]))
+            lab = inputs["labels"][b]
+            labels.append(torch.cat([lab[:first], lab.new_full((len(span),), IGNORE_INDEX), lab[last:length]]))
+            mask = torch.zeros(len(seqs[-1]), dtype=torch.bool, device=span.device)
+            mask[first : first + len(span)] = True
+            masks.append(mask)
+            for layer in pooled:
+                pooled[layer].append(pool_segments(states[layer][b, first:last], starts))
+        audio_mask = right_pad(masks, False)
+        attention = right_pad([torch.ones(len(x), dtype=torch.long, device=x.device) for x in seqs], 0)
+        with self.replaced_span_states(audio_mask, {layer: torch.cat(v) for layer, v in pooled.items()}):
+            _, logits = self.run_llm(right_pad(seqs, 0.0), attention, [], need_logits=True, audio_mask=audio_mask)
+        return states, logits, right_pad(labels, IGNORE_INDEX)
 
     def collapse_audio_span(self, inputs: dict) -> tuple[dict, dict[int, Tensor]]:
         """``reading.span: collapsed`` at inference: the span's patches run through layers 1..K, the boundary head
@@ -659,8 +693,22 @@ class AuRAModel(ModelPT, AuRAInferenceMixin):
 
     @classmethod
     def list_available_models(cls):
-        """No hub models: AuRA models are built by the recipe and restored from local ``.nemo`` files."""
-        return None
+        """The pretrained models shipped with the package (``parts/pretrained.py``); none comes from a hub."""
+        return pretrained_models.available_models(cls) or None
+
+    @classmethod
+    def from_pretrained(cls, model_name: str, refresh_cache: bool = False, override_config_path=None,
+                        map_location=None, strict: bool = True, return_config: bool = False, trainer=None,
+                        save_restore_connector=None, return_model_file: bool = False, models_dir=None,
+                        pretrained_dir=None):
+        """A shipped pretrained model (``list_available_models``) on the base LLM that stage 0 builds, offline:
+        ``models_dir`` (default ``$NEMO_AURA_MODELS_DIR``, else ``exp/models``) holds the base LLM,
+        ``pretrained_dir`` (default ``$NEMO_AURA_PRETRAINED_DIR``, else the package's) the shipped weights.
+        NGC and the Hugging Face hub are never asked (``refresh_cache``, ``save_restore_connector`` are unused)."""
+        return pretrained_models.from_pretrained(
+            cls, model_name, override_config_path=override_config_path, map_location=map_location, strict=strict,
+            return_config=return_config, trainer=trainer, return_model_file=return_model_file,
+            models_dir=models_dir, pretrained_dir=pretrained_dir)
 
     # ------------------------------------------------------------------ export
     def export_encoder_free(self, path: str) -> str:

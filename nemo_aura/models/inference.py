@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -20,9 +21,10 @@ from nemo.collections.asr.parts.mixins.transcription import (
     get_value_from_transcription_config,
 )
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
-from nemo.collections.common.parts.preprocessing.manifest import get_full_path
 
-from nemo_aura.parts.audio import collate_waveforms, load_audio_item, resample_waveform
+from nemo_aura.parts.audio import batch_rows, collate_waveforms, load_audio_item, resample_waveform, warn_if_other_rate
+from nemo_aura.parts.manifest import read_audio_manifest
+from nemo_aura.parts.nemo_tools import check_generation_options, transcribe_prompt
 from nemo_aura.parts.prompting import right_pad
 
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
@@ -39,14 +41,16 @@ class AuRATranscribeConfig(TranscribeConfig):
 
 
 class _AudioItems(Dataset):
-    """Paths, manifest entries, arrays or tensors -> mono waveforms at the model's rate (``load_audio_item``).
+    """Paths, manifest entries (``audio_filepath`` already resolved), arrays or tensors -> mono waveforms at the
+    model's rate (``load_audio_item``).
 
     Used for every ``transcribe`` input so files and in-memory audio get the same handling (NeMo's tensor
     dataset pads short audio to 1 s, which would change an LLM's transcript).
     """
 
-    def __init__(self, entries: list, sample_rate: int, manifest: str | None = None):
-        self.entries, self.sample_rate, self.manifest = entries, sample_rate, manifest
+    def __init__(self, entries: list, sample_rate: int, names: list[str] | None = None):
+        self.entries, self.sample_rate = entries, sample_rate
+        self.names = names or [f"audio[{i}]" for i in range(len(entries))]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -55,9 +59,12 @@ class _AudioItems(Dataset):
         entry = self.entries[i]
         if isinstance(entry, dict):
             if "audio_filepath" not in entry:
-                raise ValueError(f"audio[{i}]: manifest entry has no 'audio_filepath' field: {entry}")
-            entry = get_full_path(entry["audio_filepath"], manifest_file=self.manifest) if self.manifest else entry["audio_filepath"]
-        return load_audio_item(entry, self.sample_rate, f"audio[{i}]")
+                raise ValueError(f"{self.names[i]}: manifest entry has no 'audio_filepath' field: {entry}")
+            entry = entry["audio_filepath"]
+        wave = load_audio_item(entry, self.sample_rate, self.names[i])
+        if not isinstance(entry, (str, Path)):
+            warn_if_other_rate(wave, self.sample_rate, self.names[i])
+        return wave
 
 
 class AuRAInferenceMixin(ASRTranscriptionMixin):
@@ -85,8 +92,12 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         """Answer (``task="qa"``, with optional text ``contexts``), transcribe (``task="asr"``), or answer text
         ``questions`` about each audio; one string per item.
 
-        ``audio``: paths / numpy arrays / 1-D tensors (arrays at ``sample_rate`` if given, else at the model's
-        rate), or a padded (B, T) tensor with ``audio_lens``. ``prompts``: user messages holding the audio
+        ``audio``: a list of items (paths, 1-D arrays/tensors, or 2-D ones holding one multi-channel recording
+        in either layout, downmixed), one item, or a padded (B, T) array/tensor (one item per row) with optional
+        ``audio_lens``; the rule and its errors: ``nemo_aura.parts.audio``. Arrays/tensors are taken to be at
+        ``sample_rate`` if given, else at the model's rate (``self.sample_rate``): one at another rate given
+        without ``sample_rate=`` is read too fast or too slow, and a warning is logged where its length looks like
+        it (files are always resampled). NaN/inf samples are an error naming the item. ``prompts``: user messages holding the audio
         placeholder (override the task template). ``batch_size`` chunks the items. Greedy by default; pass
         ``do_sample=True, temperature=..., top_p=...`` (and ``seed=`` for reproducible sampling) to sample.
         """
@@ -100,6 +111,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         batch_size=None, sample_rate=None, **generation_kwargs,
     ) -> list[list[int]]:
         """Like ``generate`` but returns the new token ids of each item, cut at the first stop token."""
+        _check_batch_size(batch_size)
         waves = self._waveforms(audio, audio_lens, sample_rate)
         messages = self._messages(len(waves), prompts, task, contexts, questions)
         self._check_audio_lengths(waves, task)
@@ -117,6 +129,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         options.update(kwargs)
         if max_new_tokens is not None:
             options["max_new_tokens"] = int(max_new_tokens)
+        check_generation_options(self, options)
         return options
 
     def _generate_items(
@@ -161,7 +174,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         rows = [self._cut_at_stop(row) for row in out.sequences]
         if not with_scores:
             return [(r, None) for r in rows]
-        logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities
+        logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)
         return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
 
     def _prefill_audio_span(self, inputs: dict) -> Any:
@@ -192,11 +206,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _waveforms(self, audio, audio_lens, sample_rate: int | None) -> list[Tensor]:
         """A list of 1-D float waveforms at the model's rate (files resampled; arrays if ``sample_rate`` is given)."""
-        if isinstance(audio, Tensor) and audio.dim() == 2:
-            lens = audio_lens if audio_lens is not None else torch.full((audio.shape[0],), audio.shape[1])
-            if (lens <= 0).any():
-                raise ValueError(f"empty audio in items {(lens <= 0).nonzero().flatten().tolist()}")
-            items = [audio[i, : int(n)].float().cpu() for i, n in enumerate(lens)]
+        if isinstance(audio, (Tensor, np.ndarray)) and audio.ndim == 2:  # a padded (B, T) batch
+            items = batch_rows(audio, audio_lens)
         else:
             items = [audio] if isinstance(audio, (str, Path, Tensor)) or hasattr(audio, "shape") else list(audio)
         if not len(items):
@@ -205,6 +216,10 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         if sample_rate and sample_rate != self.sample_rate:  # files were resampled on reading
             waves = [w if isinstance(a, (str, Path)) else resample_waveform(w, sample_rate, self.sample_rate)
                      for a, w in zip(items, waves)]
+        elif not sample_rate:
+            for i, (a, w) in enumerate(zip(items, waves)):
+                if not isinstance(a, (str, Path)):
+                    warn_if_other_rate(w, self.sample_rate, f"audio[{i}]")
         return waves
 
     @property
@@ -243,8 +258,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     # ------------------------------------------------------------------ NeMo transcribe()
     # NeMo's own TranscriptionMixin.transcribe drives these hooks, so paths, a manifest (.json/.jsonl, relative
-    # paths resolved against it), arrays/tensors, a DataLoader, `override_config`, `verbose` behave as for
-    # NeMo ASR models. Like them (NeMo 3.0) it returns a list of `Hypothesis`: `.text`, `.y_sequence` = the
+    # paths resolved against its folder, as `infer` does), arrays/tensors, a DataLoader, `override_config`,
+    # `verbose` behave as for NeMo ASR models; a 2-D array/tensor is a (B, T) batch, as in `generate`. Like them (NeMo 3.0) it returns a list of `Hypothesis`: `.text`, `.y_sequence` = the
     # generated token ids, `.length`; with `return_hypotheses=True` also `.score` = their summed log-prob.
     def transcribe(
         self,
@@ -261,7 +276,9 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
     ) -> list[Hypothesis]:
         """NeMo ASR ``transcribe``; extra ``config_kwargs``: ``max_new_tokens`` (default
         ``cfg.generation.max_new_tokens``, else 128), ``prompt`` (default:
-        the ``asr`` template). ``timestamps`` are not supported (an LLM decoder has no frame alignment)."""
+        the ``asr`` template). ``timestamps`` are not supported (an LLM decoder has no frame alignment). A manifest
+        line that is not a JSON object with a string ``audio_filepath`` is an error naming the line; an empty
+        manifest gives ``[]``."""
         if timestamps:
             raise ValueError("AuRA models cannot return timestamps (the LLM decoder has no frame alignment)")
         if override_config is None:
@@ -269,20 +286,31 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                 batch_size=batch_size, return_hypotheses=return_hypotheses, num_workers=num_workers,
                 channel_selector=channel_selector, augmentor=augmentor, verbose=verbose, **config_kwargs,
             )
-        return super().transcribe(audio, override_config=override_config)
+        results = super().transcribe(audio, override_config=override_config)
+        return [] if results is None else results  # NeMo's is None when there was nothing to transcribe
 
     @classmethod
     def get_transcribe_config(cls) -> AuRATranscribeConfig:
         return AuRATranscribeConfig()
 
-    def _transcribe_input_manifest_processing(self, audio_files, temp_dir, trcfg) -> dict:
-        config = super()._transcribe_input_manifest_processing(audio_files, temp_dir, trcfg)
-        config["source_manifest"] = trcfg._internal.manifest_filepath  # to resolve relative audio paths
-        return config
+    def _transcribe_input_processing(self, audio, trcfg: TranscribeConfig):
+        """NeMo's, except that a 2-D array/tensor is a (B, T) batch and a manifest is read by
+        ``read_audio_manifest`` (a bad line is an error naming it; relative paths against its folder)."""
+        _check_batch_size(get_value_from_transcription_config(trcfg, "batch_size", 4))
+        if isinstance(audio, (Tensor, np.ndarray)) and audio.ndim == 2:
+            audio = batch_rows(audio)
+        manifest = audio[0] if isinstance(audio, (list, tuple)) and len(audio) == 1 else audio
+        if isinstance(manifest, (str, Path)) and str(manifest).endswith((".json", ".jsonl")):
+            trcfg._internal.manifest_filepath = str(manifest)
+            lines = read_audio_manifest(manifest)
+            config = self._transcribe_input_manifest_processing([e for _, e in lines], trcfg._internal.temp_dir, trcfg)
+            config["names"] = [f"{manifest}:{n}" for n, _ in lines]
+            return self._setup_transcribe_dataloader(config)
+        return super()._transcribe_input_processing(audio, trcfg)
 
     def _setup_transcribe_dataloader(self, config: dict) -> DataLoader:
         entries = config.get("paths2audio_files", config.get("audio_tensors"))
-        dataset = _AudioItems(list(entries), self.sample_rate, config.get("source_manifest"))
+        dataset = _AudioItems(list(entries), self.sample_rate, config.get("names"))
         return DataLoader(dataset, batch_size=config["batch_size"], shuffle=False,
                           num_workers=config.get("num_workers") or 0, collate_fn=collate_waveforms)
 
@@ -292,7 +320,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
     def _transcribe_forward(self, batch, trcfg: TranscribeConfig) -> dict:
         audio, lens = batch[0], batch[1]
         waves = [audio[i, : int(n)].cpu() for i, n in enumerate(lens)]
-        prompt = get_value_from_transcription_config(trcfg, "prompt", None)
+        prompt = transcribe_prompt(get_value_from_transcription_config(trcfg, "prompt", None))  # NeMo's scripts: turns
         messages = [prompt or self.prompts.user_message("asr")] * len(waves)
         self._check_audio_lengths(waves, "asr")
         max_new = get_value_from_transcription_config(trcfg, "max_new_tokens", None) or _plain(
@@ -314,6 +342,11 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _transcribe_on_end(self, trcfg: TranscribeConfig):
         return TranscriptionMixin._transcribe_on_end(self, trcfg)
+
+
+def _check_batch_size(batch_size) -> None:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def _per_item(values, n: int, name: str) -> list:

@@ -158,14 +158,12 @@ class WhisperTeacher(Teacher):
         return int(self.feature_extractor.sampling_rate)
 
     def encode(self, audio: Tensor, audio_lens: Tensor) -> Tensor:
-        longest = int(audio_lens.max())
-        fitting = [w for w in self.windows if w >= longest]
-        if not fitting:
+        window = pick_window(self.windows, int(audio_lens.max()))
+        if window is None:
             too_long = [i for i, n in enumerate(audio_lens.tolist()) if n > self.windows[-1]]
             raise ValueError(
                 f"items {too_long} are longer than the Whisper teacher's {self.windows[-1] / self.sample_rate:.0f} s window"
             )
-        window = fitting[0]
         waves = [audio[i, :n].float().cpu().numpy() for i, n in enumerate(audio_lens.tolist())]
         feats = self.feature_extractor(
             waves, sampling_rate=self.sample_rate, return_tensors="pt", padding="max_length", max_length=window
@@ -173,25 +171,33 @@ class WhisperTeacher(Teacher):
         param = next(self.encoder.parameters())
         hop = self.feature_extractor.hop_length
         positions = window // hop // 2
-        with self._positions(positions):
+        with whisper_window(self.encoder, positions):  # a shorter window: the first positions only
             self.encoder(feats.to(device=param.device, dtype=param.dtype))
         frames = torch.tensor([math.ceil(math.ceil(n / hop) / 2) for n in audio_lens.tolist()])
         return frames.clamp(1, positions).to(audio.device)
 
-    @contextmanager
-    def _positions(self, count: int):
-        """Run the encoder on its first ``count`` positions (a shorter window); restore afterwards."""
-        if count == self.max_frames:
-            yield
-            return
-        full = self.encoder.embed_positions
-        self.encoder.embed_positions = nn.Embedding.from_pretrained(full.weight[:count], freeze=True)
-        self.encoder.config.max_source_positions = count
-        try:
-            yield
-        finally:
-            self.encoder.embed_positions = full
-            self.encoder.config.max_source_positions = self.max_frames
+def pick_window(windows: list[int], longest: int) -> int | None:
+    """The shortest of ``windows`` (samples) that holds ``longest`` samples; None if none does."""
+    return next((w for w in sorted(windows) if w >= longest), None)
+
+
+@contextmanager
+def whisper_window(encoder: nn.Module, count: int):
+    """Run a Hugging Face ``WhisperEncoder`` (alone or inside a ``WhisperForConditionalGeneration``, which shares its
+    config) on its first ``count`` positions, a window shorter than the padded 30 s (as whisper.cpp's
+    ``audio_ctx``); the full window is restored afterwards. Feed it ``2 * count`` mel frames."""
+    frames = encoder.config.max_source_positions
+    if count == frames:
+        yield
+        return
+    full = encoder.embed_positions
+    encoder.embed_positions = nn.Embedding.from_pretrained(full.weight[:count], freeze=True)
+    encoder.config.max_source_positions = count
+    try:
+        yield
+    finally:
+        encoder.embed_positions = full
+        encoder.config.max_source_positions = frames
 
 
 class NeMoEncoderTeacher(Teacher):

@@ -50,7 +50,8 @@ def shared_parameter_aliases(module: torch.nn.Module) -> list[tuple[str, str]]:
 
 def nemo_model_target(path: str) -> str | None:
     """The class a ``.nemo`` names (``target`` of its ``model_config.yaml``), read from the archive without
-    unpacking the weights; a clear error when the file is not a readable ``.nemo``."""
+    unpacking the weights; a clear error naming the file when it is not a readable ``.nemo`` (not a tar, no
+    config, or truncated: a member that ends after the end of the file)."""
     import tarfile
     from pathlib import Path
 
@@ -59,11 +60,22 @@ def nemo_model_target(path: str) -> str | None:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model '{path}' does not exist" + (" (it is a directory)" if p.is_dir() else ""))
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        plain = f.read(2) != b"\x1f\x8b"  # NeMo writes plain tars; a gzipped one is read up to its config only
+    target, found = None, False
     try:
         with tarfile.open(p, "r:*") as tar:
             for member in tar:
+                if plain and member.isfile() and member.offset_data + member.size > size:  # headers only: cheap
+                    raise ValueError(f"{path}: not a readable .nemo model (truncated: '{member.name}' ends after the "
+                                     "end of the file)")
                 if member.name.lstrip("./") == "model_config.yaml":
-                    return (yaml.safe_load(tar.extractfile(member)) or {}).get("target")
+                    target, found = (yaml.safe_load(tar.extractfile(member)) or {}).get("target"), True
+                    if not plain:
+                        break
     except (tarfile.TarError, EOFError, OSError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: not a readable .nemo model ({type(e).__name__}: {e})") from None
-    raise ValueError(f"{path}: not a .nemo model (no model_config.yaml in the archive)")
+    if not found:
+        raise ValueError(f"{path}: not a .nemo model (no model_config.yaml in the archive)")
+    return target

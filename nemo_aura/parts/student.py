@@ -1,8 +1,10 @@
 """The student: a Hugging Face causal LM, its tokenizer, and peft LoRA on its first K decoder layers."""
 from __future__ import annotations
 
+import shutil
 import tarfile
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -158,5 +160,10 @@ def lora_depth(lora_cfg: DictConfig | dict | None, llm_depth: int) -> int:
     return llm_depth if layers is None else max(layers) + 1
 
 
-def new_work_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="nemo_aura_"))
+def new_work_dir(owner: object | None = None) -> Path:
+    """A private temporary folder (the LLM skeleton a model saves into its ``.nemo``, or the one a restored model
+    unpacked), removed with ``owner``: when it is garbage-collected, or at interpreter exit at the latest."""
+    path = Path(tempfile.mkdtemp(prefix="nemo_aura_"))
+    if owner is not None:
+        weakref.finalize(owner, shutil.rmtree, str(path), ignore_errors=True)
+    return path

@@ -1,13 +1,12 @@
 """Spoken-QA test items from a Lhotse CutSet or a NeMo JSON manifest."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nemo_aura.parts.manifest import json_lines, resolve_audio
+from nemo_aura.parts.manifest import entry_error, json_lines, resolve_audio
 
 
 @dataclass
@@ -33,12 +32,33 @@ class QAItem:
 
 
 def load_items(path: str | Path, limit: int | None = None) -> list[QAItem]:
-    """Items from ``*.jsonl.gz``/``*.jsonl`` Lhotse cuts (custom: question, answers, context) or a NeMo JSON manifest."""
+    """Items from ``*.jsonl.gz``/``*.jsonl`` Lhotse cuts (custom: question, answers, context) or a NeMo JSON manifest.
+
+    Errors naming the line or cut: a line that is not a JSON object, a missing field, a non-string audio_filepath,
+    no gold answer (``answers: []`` or blank ones: every prediction would score 0) and an id used twice (the
+    systems' answers are paired by id). Audio is read later, per item (``QAItem.load_audio``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"test manifest '{path}' does not exist")
     items = _from_cuts(path) if _is_cutset(path) else _from_nemo_manifest(path)
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.id in seen:
+            raise ValueError(f"{path}: id {item.id!r} is used by items {seen[item.id] + 1} and {i + 1}; ids must be "
+                             "unique (the systems' answers are paired by id)")
+        seen[item.id] = i
     return items[:limit] if limit else items
+
+
+def gold_answers(answers, where: str) -> list[str]:
+    """``answers`` as a non-empty list of non-blank strings (one string is one answer); an error naming ``where``."""
+    answers = [answers] if isinstance(answers, str) else answers
+    if not isinstance(answers, (list, tuple)) or not answers:
+        raise ValueError(f"{where}: no gold answers ({answers!r}); a spoken-QA item needs at least one")
+    bad = [a for a in answers if not isinstance(a, str) or not a.strip()]
+    if bad:
+        raise ValueError(f"{where}: gold answers must be non-empty strings, got {bad!r}")
+    return list(answers)
 
 
 def _is_cutset(path: Path) -> bool:
@@ -55,10 +75,10 @@ def _from_cuts(path: Path) -> list[QAItem]:
     for cut in CutSet.from_file(path):
         custom = cut.custom or {}
         spoken = " ".join(s.text for s in cut.supervisions if s.text)
-        answers = custom.get("answers")
-        if not answers:
+        if not custom.get("answers"):
             raise ValueError(f"{path}: cut {cut.id} has no custom 'answers' (a spoken-QA item needs gold answers)")
-        items.append(QAItem(id=cut.id, question=custom.get("question") or spoken, answers=list(answers),
+        answers = gold_answers(custom["answers"], f"{path}: cut {cut.id}")
+        items.append(QAItem(id=cut.id, question=custom.get("question") or spoken, answers=answers,
                             context=custom.get("context"), duration=cut.duration, _cut=cut))
     return items
 
@@ -66,12 +86,11 @@ def _from_cuts(path: Path) -> list[QAItem]:
 def _from_nemo_manifest(path: Path) -> list[QAItem]:
     items = []
     for n, entry in json_lines(path):
-        if isinstance(entry, json.JSONDecodeError):
-            raise ValueError(f"{path}:{n}: not valid JSON ({entry})") from entry
-        missing = [k for k in ("audio_filepath", "question", "answers") if k not in entry]
-        if missing:
-            raise ValueError(f"{path}:{n}: missing field(s) {missing}; a spoken-QA line needs audio_filepath, question, answers")
-        answers = entry["answers"] if isinstance(entry["answers"], list) else [entry["answers"]]
+        error = entry_error(path, n, entry, ("audio_filepath", "question", "answers"))
+        if error:
+            hint = "; a spoken-QA line needs audio_filepath, question, answers" if "missing field" in error else ""
+            raise ValueError(error + hint)
+        answers = gold_answers(entry["answers"], f"{path}:{n}")
         items.append(QAItem(id=str(entry.get("id", f"{path.stem}-{n}")), question=entry["question"], answers=answers,
                             context=entry.get("context"), audio_path=resolve_audio(path, entry["audio_filepath"]),
                             duration=entry.get("duration")))

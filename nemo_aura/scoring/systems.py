@@ -2,7 +2,8 @@
 
 - ``topline``: the LLM reads the gold question text (and context);
 - ``cascade``: an ASR model transcribes the question (Whisper from a local HF dir, or a NeMo ``.nemo``
-  through its ``transcribe``), then the LLM answers the transcript;
+  through its ``transcribe``), then the LLM answers the transcript; Whisper may encode a shorter window than its
+  padded 30 s when the audio fits (``asr_window_seconds``, the option AuRA's Whisper teacher has);
 - ``bridge`` / ``aura``: a saved speech model (``BridgeModel`` keeps its encoder; AuRA has none);
 - ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept);
 - ``oracle_repeat`` / ``oracle_collapsed``: the ceiling of the text-aligned interface at layer K. The base LLM gets
@@ -115,9 +116,10 @@ class Topline(System):
 class Cascade(System):
     name = "cascade"
 
-    def __init__(self, asr_path: str, llm_dir: str, prompt_format: str = "qwen", asr_max_new_tokens: int = 96):
+    def __init__(self, asr_path: str, llm_dir: str, prompt_format: str = "qwen", asr_max_new_tokens: int = 96,
+                 asr_window_seconds: list[float] | None = None):
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
-        self.asr = load_asr(asr_path, asr_max_new_tokens)
+        self.asr = load_asr(asr_path, asr_max_new_tokens, asr_window_seconds)
         self._transcripts: dict[str, str] = {}
         self.reuse_transcripts = False  # untimed scorers (hearing) set it: answer() then reuses transcribe()'s memo
 
@@ -224,30 +226,42 @@ class SpeechModelTextOnly(System):
         return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)
 
 
-def load_asr(path: str, max_new_tokens: int = 96):
-    """A callable 16 kHz waveform -> transcript: Whisper from a local HF dir, or a NeMo ASR ``.nemo``."""
+def load_asr(path: str, max_new_tokens: int = 96, window_seconds: list[float] | None = None):
+    """A callable 16 kHz waveform -> transcript: Whisper from a local HF dir (``window_seconds``: shorter windows
+    to encode when the audio fits, see ``_whisper_asr``), or a NeMo ASR ``.nemo``."""
     p = Path(path)
     if p.is_dir():
-        return _whisper_asr(p, max_new_tokens)
+        return _whisper_asr(p, max_new_tokens, window_seconds)
     if p.is_file() and p.suffix == ".nemo":
         return _nemo_asr(p)
     raise FileNotFoundError(f"cascade ASR: '{path}' is neither a local Whisper directory nor a .nemo file")
 
 
-def _whisper_asr(path: Path, max_new_tokens: int):
+def _whisper_asr(path: Path, max_new_tokens: int, window_seconds: list[float] | None = None):
+    """Whisper's transcribe; with ``window_seconds`` the encoder runs on the shortest of those windows that holds the
+    audio (else the padded 30 s), as AuRA's Whisper teacher does (``WhisperTeacher(window_seconds=...)``)."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from nemo_aura.modules.teachers import pick_window, whisper_window
 
     processor = WhisperProcessor.from_pretrained(path)
     model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
     multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
     options = {"language": "en", "task": "transcribe"} if multilingual else {}
+    hop = processor.feature_extractor.hop_length
+    full = model.config.max_source_positions * 2 * hop  # samples in the padded window
+    windows = sorted({min(full, int(w * 16000)) for w in window_seconds or ()} | {full})
 
     @torch.no_grad()
     def transcribe(audio: np.ndarray) -> str:
-        feats = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
-        ids = model.generate(feats, max_new_tokens=max_new_tokens, **options)
+        window = pick_window(windows, len(audio)) or full  # longer audio: cut at 30 s, as before
+        feats = processor(audio, sampling_rate=16000, return_tensors="pt", padding="max_length",
+                          max_length=window).input_features
+        with whisper_window(model.model.encoder, window // hop // 2):
+            ids = model.generate(feats, max_new_tokens=max_new_tokens, **options)
         return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
+    transcribe.windows, transcribe.model = windows, model  # what it encodes, for tests and reports
     return transcribe
 
 
@@ -267,7 +281,8 @@ def _nemo_asr(path: Path):
 
 
 def build_system(name: str, paths: dict) -> System:
-    """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge`` as needed by ``name``."""
+    """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge`` as needed by ``name`` (and optionally
+    ``asr_window_seconds`` for the cascade's Whisper)."""
     def need(key):
         if not paths.get(key):
             raise ValueError(f"system {name!r} needs --{key.replace('_', '-')}")
@@ -276,7 +291,7 @@ def build_system(name: str, paths: dict) -> System:
     if name == "topline":
         return Topline(need("llm_dir"))
     if name == "cascade":
-        return Cascade(need("asr"), need("llm_dir"))
+        return Cascade(need("asr"), need("llm_dir"), asr_window_seconds=paths.get("asr_window_seconds"))
     if name in ("aura", "bridge"):
         return SpeechModel(need(name), name)
     if name == "aura_text":

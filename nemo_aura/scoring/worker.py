@@ -2,7 +2,8 @@
 
 Every worker imports the same libraries before it loads its system, so the post-import RSS baseline
 is the same for all systems and the peak-RSS comparison measures the systems, not the imports.
-Run by ``nemo_aura.scoring.benchmark``; not meant to be called by hand.
+Run by ``nemo_aura.scoring.benchmark``; not meant to be called by hand. An item whose audio cannot be read or
+that its system cannot answer (too long, ...) is a row with an ``error``; the other items go on.
 """
 from __future__ import annotations
 
@@ -77,10 +78,11 @@ def main() -> None:
 
     report = {"system": args.system, "rss_after_imports_mib": rss_after_imports, "rss_after_load_mib": rss_after_load,
               "load_seconds": load_seconds, "training_history": system.training_history, "sets": {}}
-    audios, rows = {}, {}
+    audios, rows, errors = {}, {}, {}
     for set_index, (set_name, items) in enumerate(sets.items()):
-        audios[set_name] = [it.load_audio(system.sample_rate) if system.uses_audio else None for it in items]
-        rows[set_name], report["sets"][set_name] = answer_set(system, items, audios[set_name], args, warmup=set_index == 0)
+        audios[set_name], errors[set_name] = load_audios(system, items)
+        rows[set_name], report["sets"][set_name] = answer_set(system, items, audios[set_name], args, warmup=set_index == 0,
+                                                              errors=errors[set_name])
         write_predictions(args.out, set_name, rows[set_name])
     # The compared peak: loading + answering the same items. Transcribing (for WER) and the long-audio sweep
     # are measured as phases of their own, so they do not stand in for the systems' answering footprint.
@@ -90,8 +92,11 @@ def main() -> None:
     if args.transcripts and system.uses_audio and not all("transcript" in r for r in rows[first]):
         for set_name in sets:
             for row, audio in zip(rows[set_name], audios[set_name]):
-                if "transcript" not in row:
-                    row["transcript"] = system.transcribe(audio)
+                if "transcript" not in row and "error" not in row:
+                    try:
+                        row["transcript"] = system.transcribe(audio)
+                    except Exception as e:  # per item, as the answers
+                        row["transcript_error"] = f"{type(e).__name__}: {e}"
             write_predictions(args.out, set_name, rows[set_name])
         report["peak_rss_transcribing_mib"] = peak_rss_mib()
         reset_peak_rss()
@@ -106,33 +111,67 @@ def main() -> None:
     write_json_atomic(args.out / "worker.json", report)
 
 
-def answer_set(system, items, audios, args, warmup: bool) -> tuple[list[dict], dict]:
-    """Answer every item (batch 1, greedy), timing the whole answer and, separately, the first token."""
+def load_audios(system, items) -> tuple[list, dict[int, str]]:
+    """Each item's audio at the system's rate (None for a text system); {index: error} for those that fail."""
+    audios, errors = [], {}
+    for i, item in enumerate(items):
+        try:
+            audios.append(item.load_audio(system.sample_rate) if system.uses_audio else None)
+        except Exception as e:  # one missing or corrupt file is that item's error, not the worker's
+            audios.append(None)
+            errors[i] = f"audio: {type(e).__name__}: {e}"
+    return audios, errors
+
+
+def answer_set(system, items, audios, args, warmup: bool, errors: dict[int, str] | None = None) -> tuple[list[dict], dict]:
+    """Answer every item (batch 1, greedy), timing the whole answer and, separately, the first token. An item in
+    ``errors`` (its audio failed) or whose answer raises is a row with an ``error``, left out of the timings."""
+    errors = dict(errors or {})
     if warmup:
-        for item, audio in list(zip(items, audios))[: args.warmup]:
-            system.answer(item, audio, args.max_new_tokens)
-    rows, latencies, first_token = [], [], []
-    for item, audio in zip(items, audios):
-        start = time.perf_counter()
-        out = system.answer(item, audio, args.max_new_tokens)
-        latencies.append(time.perf_counter() - start)
-        # Time to the first answer token (front end + prefill): the part the systems do differently,
-        # free of how long each one's answers are.
-        start = time.perf_counter()
-        system.answer(item, audio, 1)
-        first_token.append(time.perf_counter() - start)
-        rows.append({"id": item.id, "question": item.question, "answers": item.answers, **out,
-                     "latency_s": latencies[-1], "first_token_s": first_token[-1], "duration": item.duration})
-    tokens = [r["answer_tokens"] for r in rows]
+        for i, (item, audio) in list(enumerate(zip(items, audios)))[: args.warmup]:
+            if i not in errors:
+                try:
+                    system.answer(item, audio, args.max_new_tokens)
+                except Exception:
+                    pass  # the timed pass records it
+    rows = []
+    for i, (item, audio) in enumerate(zip(items, audios)):
+        row = {"id": item.id, "question": item.question, "answers": item.answers, "duration": item.duration}
+        if i in errors:
+            rows.append({**row, "error": errors[i]})
+            continue
+        try:
+            start = time.perf_counter()
+            out = system.answer(item, audio, args.max_new_tokens)
+            latency = time.perf_counter() - start
+            # Time to the first answer token (front end + prefill): the part the systems do differently,
+            # free of how long each one's answers are.
+            start = time.perf_counter()
+            system.answer(item, audio, 1)
+            first = time.perf_counter() - start
+        except Exception as e:
+            rows.append({**row, "error": f"answer: {type(e).__name__}: {e}"})
+            continue
+        rows.append({**row, **out, "latency_s": latency, "first_token_s": first})
+    return rows, timing_summary(rows, args.max_new_tokens)
+
+
+def timing_summary(rows: list[dict], max_new_tokens: int) -> dict:
+    """Medians over the answered rows (None when none was); the failed ones listed."""
+    ok = [r for r in rows if "error" not in r]
+    failed = [{"id": r["id"], "error": r["error"]} for r in rows if "error" in r]
+    if not ok:
+        return {"items": len(rows), "answered": 0, "failed": failed, "latency_median_s": None, "latency_p90_s": None,
+                "first_token_median_s": None, "seconds_per_token_median": None}
+    latencies, tokens = [r["latency_s"] for r in ok], [r["answer_tokens"] for r in ok]
     # Per generated token after the first: (whole - first token) / (tokens - 1), over items with >= 2 tokens.
-    per_token = [(r["latency_s"] - r["first_token_s"]) / (r["answer_tokens"] - 1) for r in rows if r["answer_tokens"] > 1]
-    summary = {"items": len(rows), "latency_median_s": statistics.median(latencies),
-               "latency_p90_s": float(np.percentile(latencies, 90)), "latency_mean_s": statistics.fmean(latencies),
-               "first_token_median_s": statistics.median(first_token),
-               "answer_tokens_median": statistics.median(tokens), "answer_tokens_mean": statistics.fmean(tokens),
-               "answers_at_token_limit": sum(t >= args.max_new_tokens for t in tokens) / len(tokens),
-               "seconds_per_token_median": statistics.median(per_token) if per_token else None}
-    return rows, summary
+    per_token = [(r["latency_s"] - r["first_token_s"]) / (r["answer_tokens"] - 1) for r in ok if r["answer_tokens"] > 1]
+    return {"items": len(rows), "answered": len(ok), "failed": failed, "latency_median_s": statistics.median(latencies),
+            "latency_p90_s": float(np.percentile(latencies, 90)), "latency_mean_s": statistics.fmean(latencies),
+            "first_token_median_s": statistics.median(r["first_token_s"] for r in ok),
+            "answer_tokens_median": statistics.median(tokens), "answer_tokens_mean": statistics.fmean(tokens),
+            "answers_at_token_limit": sum(t >= max_new_tokens for t in tokens) / len(tokens),
+            "seconds_per_token_median": statistics.median(per_token) if per_token else None}
 
 
 def answer_other_questions(system, items, audios, rows: list[dict], max_new_tokens: int) -> None:
@@ -143,8 +182,13 @@ def answer_other_questions(system, items, audios, rows: list[dict], max_new_toke
         return
     for i, (item, row) in enumerate(zip(items, rows)):
         j = (i + 1) % len(items)
+        if "error" in row or "error" in rows[j]:
+            continue  # a failed item has no control, and gives none
         swapped = dataclasses.replace(item, question=items[j].question)  # its own context and gold answers
-        row["other_question_answer"] = system.answer(swapped, audios[j], max_new_tokens)["answer"]
+        try:
+            row["other_question_answer"] = system.answer(swapped, audios[j], max_new_tokens)["answer"]
+        except Exception as e:
+            row["other_question_error"] = f"{type(e).__name__}: {e}"
 
 
 def write_predictions(out: Path, set_name: str, rows: list[dict]) -> None:
@@ -155,7 +199,10 @@ def run_sweep(system, items, audios, args) -> list[dict]:
     from nemo_aura.scoring.items import QAItem
 
     seconds = [float(s) for s in args.sweep_seconds.split(",") if s]
-    ref = [a for a in audios if a is not None] or [it.load_audio(16000) for it in items]
+    ref = [a for a in audios if a is not None] or load_audios(_Reader(), items)[0]
+    ref = [a for a in ref if a is not None]
+    if not ref:
+        return []  # no readable audio to build the long inputs from
     result = []
     for spec in sweep_inputs(items, ref, seconds, system.sample_rate):
         probe = QAItem(id=f"sweep-{spec['seconds']}", question=spec["question"], answers=[""], context=None)
@@ -171,6 +218,12 @@ def run_sweep(system, items, audios, args) -> list[dict]:
         result.append({"seconds": spec["seconds"], "latency_median_s": statistics.median(times),
                        "first_token_median_s": statistics.median(first), "answer_tokens_median": statistics.median(tokens)})
     return result
+
+
+class _Reader:
+    """``load_audios`` for a text system's sweep: the audio at 16 kHz."""
+
+    uses_audio, sample_rate = True, 16000
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Stage 4: encoder removal. Export the encoder-free ``.nemo``, prove no teacher weight is inside,
-compare sizes and parameter counts, then load it in a fresh process and answer a dev utterance.
+"""Stage 4: encoder removal. Export the encoder-free ``.nemo``, prove no teacher weight is inside (every tensor
+compared by value with every teacher tensor: the full model's and the teacher directory's, ``parts/export_proof``),
+compare sizes and parameter counts, then load it in a fresh process in which the teacher directory is unreadable
+and answer a dev utterance.
 
     python recipes/aura/local/export_encoder_free.py --nemo exp/t/stage3/aura_distilled.nemo \
         --out exp/t/stage4 --dev-cuts exp/t/stage1/...dev_cuts.jsonl.gz [--teacher-dir D --llm-dir D]
@@ -10,16 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
-import torch
-
+from nemo_aura.parts.export_proof import compare_to_teacher, directory_tensors, nemo_state_dict, run_guarded
 from nemo_aura.parts.files import atomic_path
-
-FORBIDDEN_PREFIXES = ("teacher.", "distillation.")
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,22 +29,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def weight_keys(nemo_path: Path) -> list[str]:
-    """Names of all tensors stored in a .nemo (its model_weights.ckpt)."""
-    with tarfile.open(nemo_path) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("model_weights.ckpt"))
-        state = torch.load(tar.extractfile(member), map_location="cpu", weights_only=True)
-    return list(state)
-
-
 def dir_weight_bytes(path: Path | None) -> int | None:
     if path is None or not path.is_dir():
         return None
     return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
 
 
-def answer_in_fresh_process(nemo_path: Path, cuts_path: Path, task: str) -> dict:
-    """Restore with no teacher around (new interpreter) and answer the first dev cut."""
+def answer_in_fresh_process(nemo_path: Path, cuts_path: Path, task: str, teacher_dir: Path | None = None) -> dict:
+    """Restore in a new interpreter where ``teacher_dir`` is unreadable (``run_guarded``) and answer the first dev cut."""
     code = f"""
 import json, time, torch
 from lhotse import CutSet
@@ -62,9 +50,9 @@ text = model.generate([audio], task={task!r}, max_new_tokens=32)[0]
 t2 = time.perf_counter()
 print(json.dumps({{"cut_id": cut.id, "reference": cut.supervisions[0].text if cut.supervisions else None,
                   "answer": text, "has_teacher": model.teacher is not None,
-                  "restore_seconds": round(t1 - t0, 2), "generate_seconds": round(t2 - t1, 2)}}))
+                  "restore_seconds": round(t1 - t0, 2), "generate_seconds": round(t2 - t1, 2), **_guard_report()}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_guarded(code, [teacher_dir] if teacher_dir is not None else [])
     if out.returncode != 0:
         raise RuntimeError(f"restoring {nemo_path} in a fresh process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -78,16 +66,21 @@ def main() -> None:
     target = args.out / "aura_encoder_free.nemo"
     full = AuRAModel.restore_from(str(args.nemo), map_location="cpu")
     counts_full = full.parameter_counts()
+    stem_copied = bool(full.cfg.patch_embedding.get("init_from_teacher", False))
     if not target.exists():
         with atomic_path(target) as tmp:
             full.export_encoder_free(str(tmp))
     del full
-    leaked = [k for k in weight_keys(target) if k.startswith(FORBIDDEN_PREFIXES)]
-    if leaked:
-        raise RuntimeError(f"{target} still holds teacher/distillation tensors: {leaked[:5]} ...")
-    smoke = answer_in_fresh_process(target, args.dev_cuts, args.task)
-    if smoke["has_teacher"]:
-        raise RuntimeError(f"{target} restored with a teacher")
+    full_state = nemo_state_dict(args.nemo)
+    teacher = {k: v for k, v in full_state.items() if k.startswith(("teacher.", "distillation."))}
+    teacher.update(directory_tensors(args.teacher_dir))
+    proof = compare_to_teacher(nemo_state_dict(target), teacher, stem_copied=stem_copied)
+    if proof["teacher_named_tensors_in_export"] or proof["teacher_valued_tensors_in_export"]:
+        raise RuntimeError(f"{target} still holds teacher tensors: by name {proof['teacher_named_examples']}, "
+                           f"by value {proof['teacher_valued_examples']}")
+    smoke = answer_in_fresh_process(target, args.dev_cuts, args.task, args.teacher_dir)
+    if smoke["has_teacher"] or smoke["teacher_dir_access_blocked"] or smoke["teacher_dir_files_mapped"]:
+        raise RuntimeError(f"{target} restored with a teacher, or reached for the teacher directory: {smoke}")
     free = AuRAModel.restore_from(str(target), map_location="cpu")
     report = {
         "full_nemo": str(args.nemo), "encoder_free_nemo": str(target),
@@ -96,7 +89,8 @@ def main() -> None:
             "teacher_dir_weights": dir_weight_bytes(args.teacher_dir), "llm_dir_weights": dir_weight_bytes(args.llm_dir),
         },
         "parameters": {"full": counts_full, "encoder_free": free.parameter_counts()},
-        "teacher_or_head_tensors_in_export": 0,
+        "teacher_or_head_tensors_in_export": proof["teacher_named_tensors_in_export"] + proof["teacher_valued_tensors_in_export"],
+        "teacher_comparison": proof,
         "fresh_process_answer": smoke,
     }
     report["parameters"]["teacher_plus_llm"] = counts_full["teacher"] + counts_full["llm_base"]
@@ -108,7 +102,9 @@ def main() -> None:
     print(f"[stage4] full .nemo {mib(b['full_nemo'])}, encoder-free .nemo {mib(b['encoder_free_nemo'])}, "
           f"teacher dir {mib(b['teacher_dir_weights'])} + LLM dir {mib(b['llm_dir_weights'])}")
     print(f"[stage4] parameters: full {p['full']['total']:,}, encoder-free {p['encoder_free']['total']:,}, "
-          f"teacher + LLM {p['teacher_plus_llm']:,}; no teacher/head tensor in the export")
+          f"teacher + LLM {p['teacher_plus_llm']:,}; no teacher/head tensor in the export (its "
+          f"{proof['export_tensors']} tensors compared by value with {proof['teacher_tensors_compared']} teacher tensors; "
+          f"stem copied from the teacher, then trained: {len(proof['stem_copied_from_teacher'])})")
     print(f"[stage4] fresh-process answer to {smoke['cut_id']}: {smoke['answer']!r} (reference {smoke['reference']!r}; "
           f"restore {smoke['restore_seconds']} s, generate {smoke['generate_seconds']} s)")
 

@@ -1,0 +1,175 @@
+#!/usr/bin/env python
+"""Export a trained encoder-free AuRA ``.nemo`` as a pretrained model for ``AuRAModel.from_pretrained``.
+
+    python recipes/aura/local/export_pretrained.py --nemo exp/default/stage5/aura_qa.nemo \
+        --llm-dir exp/models/smollm2-135m-instruct [--name aura_smollm2_135m_whisper_base] [--out DIR] \
+        [--scores exp/default/stage6/results.md --scores exp/default/stage6/hearing/results.md]
+
+Writes ``--out`` (default ``nemo_aura/assets/pretrained/<name>``): ``model.safetensors`` with exactly the tensors
+that are not base-LLM weights (found by comparing every tensor with ``--llm-dir``'s: patch embedding, LoRA,
+reading heads, any LLM weight that training changed), ``model_config.yaml`` (no machine paths: the base LLM is
+named by its directory under the models dir) and ``MODEL_CARD.md`` (data, step budget, the ``--scores`` files,
+licences; fill in its TODO lines). Before the directory is replaced, the export is loaded back the way
+``from_pretrained`` loads it and every tensor is compared with the ``.nemo``'s.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+DEFAULT_NAME = "aura_smollm2_135m_whisper_base"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nemo", type=Path, required=True, help="a trained encoder-free AuRA .nemo (stage 4 or 5)")
+    p.add_argument("--llm-dir", type=Path, required=True, help="the base LLM directory the model was trained on")
+    p.add_argument("--name", default=DEFAULT_NAME, help="the pretrained model's name (a registered one)")
+    p.add_argument("--out", type=Path, default=None, help="default: nemo_aura/assets/pretrained/<name>")
+    p.add_argument("--scores", type=Path, action="append", default=[],
+                   help="a stage-6 results file (markdown) to put in the model card; repeatable")
+    p.add_argument("--llm-name", default="SmolLM2-135M-Instruct", help="base LLM, for the card")
+    p.add_argument("--llm-licence", default="Apache-2.0")
+    p.add_argument("--teacher-name", default="Whisper-base", help="acoustic teacher (training only), for the card")
+    p.add_argument("--teacher-licence", default="MIT")
+    return p.parse_args(argv)
+
+
+def portable_config(cfg: DictConfig, name: str, base_llm: str) -> DictConfig:
+    """The model config without machine paths: no data sets, no skeleton file, the base LLM by directory name."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for key in ("train_ds", "validation_ds"):
+            cfg.pop(key, None)
+        cfg.student.pop("skeleton", None)
+        cfg.student.pretrained_path = None  # from_pretrained: <models dir>/<pretrained.base_llm>
+        cfg.student.pretrained_weights = True
+        cfg.pretrained = {"name": name, "base_llm": base_llm}
+    _shorten_paths(cfg)
+    return cfg
+
+
+def _shorten_paths(node) -> None:
+    """Absolute paths left anywhere in the config keep their last three parts (as training_history does)."""
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node) if isinstance(node, ListConfig) else []
+    for key, value in list(items):
+        if isinstance(value, (DictConfig, ListConfig)):
+            _shorten_paths(value)
+        elif isinstance(value, str) and value.startswith("/"):
+            node[key] = "/".join(Path(value).parts[-3:])
+
+
+def component(key: str) -> str:
+    if "lora_" in key:
+        return "LoRA"
+    if key.startswith("llm."):
+        return "LLM weights changed by training"
+    return key.split(".", 1)[0]
+
+
+def model_card(name: str, model, tensors: dict, args, description: str) -> str:
+    cfg = model.cfg
+    counts: dict[str, int] = {}
+    for key, t in tensors.items():
+        counts[component(key)] = counts.get(component(key), 0) + t.numel()
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    lora = cfg.get("lora") or cfg.get("merged_lora") or {}
+    history = cfg.get("training_history")
+    history = OmegaConf.to_container(history, resolve=True) if history else []
+    lines = [
+        f"# {name}", "", description, "",
+        "| | |", "|---|---|",
+        f"| base LLM | {args.llm_name} (`{args.llm_dir.name}` under the models dir, built offline by stage 0) |",
+        f"| acoustic teacher (training only, not shipped) | {args.teacher_name} |",
+        f"| LoRA | r={lora.get('r')}, alpha={lora.get('lora_alpha')}, K={model.ctc_layer} distilled layers"
+        f"{', merged into the LLM' if cfg.get('merged_lora') else ''} |",
+        f"| patch embedding | {cfg.patch_embedding.get('patch_size')} mel frames a token, stem "
+        f"{cfg.patch_embedding.get('stem', 'mlp')} |",
+        f"| reading | span {model.reading_span}; audio_span {OmegaConf.to_container(cfg.get('audio_span') or {})} |",
+        f"| shipped tensors | {len(tensors)} tensors, {sum(counts.values()):,} values, {size / 2**20:.1f} MiB: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) + " |",
+        f"| exported from | `{args.nemo.name}`, {dt.date.today().isoformat()} |", "",
+        "## Use", "", "```python", "from nemo_aura import AuRAModel", "",
+        f'model = AuRAModel.from_pretrained("{name}")',
+        'print(model.generate(["question.wav"], task="qa"))', "```", "",
+        "## Data", "",
+        "TODO: the corpus (stage 1 preset, hours of speech per set, voices) and its licences.", "",
+    ]
+    lines += [f"- run `{h.get('name')}`: train cuts `{h.get('train_cuts')}`" for h in history] + [""]
+    lines += ["## Training budget", "", "| run | steps | batch seconds | init from | fit seconds |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {h.get('name')} | {h.get('steps')} | {h.get('batch_duration')} | {h.get('init_from')} | "
+              f"{h.get('fit_seconds')} |" for h in history]
+    if not history:
+        lines.append("| TODO (the .nemo records no training_history) | | | | |")
+    lines += ["", "## Scores (stage 6)", ""]
+    for path in args.scores:
+        lines += [f"From `{'/'.join(path.parts[-3:])}`:", "", path.read_text().strip(), ""]
+    if not args.scores:
+        lines += ["TODO: stage 6's results.md (spoken QA, WER, latency) and hearing/results.md.", ""]
+    lines += ["## Licences", "",
+              f"- {args.llm_name} (base LLM weights, not shipped here): {args.llm_licence}",
+              f"- {args.teacher_name} (teacher during training, not shipped): {args.teacher_licence}",
+              "- these AuRA weights: Apache-2.0, as nemo-aura",
+              "- TODO: licences of the training speech (TTS voices, texts)", ""]
+    return "\n".join(lines)
+
+
+def export(args) -> Path:
+    from safetensors.torch import save_file
+
+    from nemo_aura import AuRAModel
+    from nemo_aura.parts import pretrained as P
+
+    out = args.out or (P.PACKAGE_PRETRAINED_DIR / args.name)
+    model = AuRAModel.restore_from(str(args.nemo), map_location="cpu").eval()
+    if model.teacher is not None or model.distillation is not None:
+        raise SystemExit(f"{args.nemo} still holds the teacher / distillation heads: export the encoder-free model "
+                         "(stage 4's aura_encoder_free.nemo, or stage 5's fine-tuned one)")
+    base = P.load_base_weights(args.llm_dir)
+    tied = bool(getattr(model.llm.config, "tie_word_embeddings", False))
+    state = model.state_dict()
+    tensors = P.non_base_tensors(state, base, tied)
+    meta = {"nemo_aura_pretrained": args.name, "base_llm": args.llm_dir.name, "base_llm_fingerprint": P.fingerprint(base)}
+    description = P.MODELS[args.name].description if args.name in P.MODELS else f"AuRA model exported from {args.nemo.name}."
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(tensors, str(tmp / P.WEIGHTS_FILE), metadata=meta)
+        OmegaConf.save(portable_config(model.cfg, args.name, args.llm_dir.name), tmp / P.CONFIG_FILE)
+        (tmp / P.CARD_FILE).write_text(model_card(args.name, model, tensors, args, description))
+        check_round_trip(AuRAModel, tmp, args.llm_dir, state)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[export_pretrained] {out}: {len(tensors)} of {len(state)} tensors shipped "
+          f"({(out / P.WEIGHTS_FILE).stat().st_size / 2**20:.1f} MiB); the rest are {args.llm_dir.name}'s weights")
+    return out
+
+
+def check_round_trip(cls, path: Path, llm_dir: Path, state: dict) -> None:
+    """Load ``path`` as ``from_pretrained`` does and compare every tensor with the exported model's."""
+    from nemo_aura.parts import pretrained as P
+
+    cfg, _ = P.load_config(path, llm_dir.parent)
+    loaded = P.compose(cls, cfg, llm_dir, path / P.WEIGHTS_FILE).state_dict()
+    differ = [k for k in state if k not in loaded or not torch.equal(state[k], loaded[k])]
+    if differ or set(loaded) - set(state):
+        raise RuntimeError(f"the export does not load back to the same model: {(differ or sorted(set(loaded) - set(state)))[:5]}")
+
+
+def main(argv=None) -> int:
+    export(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

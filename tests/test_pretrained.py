@@ -1,0 +1,136 @@
+"""The pretrained model: export a tiny trained model, load it offline by name, the errors a user meets."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from nemo_aura import AuRAModel
+from nemo_aura.infer import load_model, main as infer_main
+from nemo_aura.parts import pretrained as P
+from nemo_aura.testing import build_tiny_llm, synth_wave
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "aura_smollm2_135m_whisper_base"
+
+
+def load_export_script():
+    spec = importlib.util.spec_from_file_location("export_pretrained", ROOT / "recipes/aura/local/export_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llm_dir, tmp_path_factory):
+    """A tiny 'trained' encoder-free model (collapsed reading: a boundary head too; one LLM norm changed by
+    training), its .nemo and its pretrained export."""
+    from omegaconf import OmegaConf
+
+    tmp = tmp_path_factory.mktemp("pretrained")
+    cfg = OmegaConf.load(ROOT / "conf/model/aura_tiny.yaml")
+    cfg.student.pretrained_path = str(tiny_llm_dir)
+    cfg.reading = {"span": "collapsed"}
+    torch.manual_seed(0)
+    model = AuRAModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+        model.llm.get_base_model().model.norm.weight.mul_(1.5)
+    nemo = tmp / "aura_encoder_free.nemo"
+    model.export_encoder_free(str(nemo))
+    out = tmp / "assets" / NAME
+    load_export_script().main(["--nemo", str(nemo), "--llm-dir", str(tiny_llm_dir), "--out", str(out),
+                               "--name", NAME])
+    wavs = []
+    for i, secs in enumerate((1.0, 1.4)):
+        wavs.append(str(tmp / f"u{i}.wav"))
+        sf.write(wavs[-1], synth_wave(i, secs), 16000)
+    return {"nemo": nemo, "dir": out, "root": out.parent, "wavs": wavs, "tmp": tmp}
+
+
+def test_export_ships_exactly_the_non_base_tensors(exported, tiny_llm_dir):
+    original = AuRAModel.restore_from(str(exported["nemo"]), map_location="cpu")
+    shipped = load_file(str(exported["dir"] / P.WEIGHTS_FILE))
+    not_base = {k for k in original.state_dict() if P.base_key(k) is None}
+    changed = {k for k in original.state_dict() if k.endswith("model.norm.weight")}
+    assert set(shipped) == not_base | changed  # patch embedding, LoRA, boundary head + the changed norm
+    assert any(k.startswith("boundary_head.") for k in shipped) and any("lora_B" in k for k in shipped)
+    assert any(k.startswith("patch_embedding.") for k in shipped)
+    text = (exported["dir"] / P.CONFIG_FILE).read_text()
+    assert str(tiny_llm_dir) not in text and "skeleton" not in text and "/tmp" not in text
+    card = (exported["dir"] / P.CARD_FILE).read_text()
+    assert "Apache-2.0" in card and "MIT" in card and "Scores (stage 6)" in card and "Training budget" in card
+
+
+def test_from_pretrained_matches_the_trained_model(exported, tiny_llm_dir, monkeypatch):
+    names = [m.pretrained_model_name for m in AuRAModel.list_available_models()]
+    assert NAME in names and all(m.description for m in AuRAModel.list_available_models())
+    monkeypatch.setenv(P.MODELS_ENV, str(tiny_llm_dir.parent))  # the env var names the base-model location
+    loaded = AuRAModel.from_pretrained(NAME, pretrained_dir=exported["root"])
+    original = AuRAModel.restore_from(str(exported["nemo"]), map_location="cpu").eval()
+    a, b = original.state_dict(), loaded.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    wavs = exported["wavs"]
+    assert loaded.generate(wavs, task="asr", max_new_tokens=6) == original.generate(wavs, task="asr", max_new_tokens=6)
+    assert loaded.generate_ids(wavs, max_new_tokens=6) == original.generate_ids(wavs, max_new_tokens=6)
+    # a loaded pretrained model saves as an ordinary .nemo
+    loaded.save_to(str(exported["tmp"] / "again.nemo"))
+    again = AuRAModel.restore_from(str(exported["tmp"] / "again.nemo"), map_location="cpu")
+    assert all(torch.equal(a[k], again.state_dict()[k]) for k in a)
+    monkeypatch.delenv(P.MODELS_ENV)
+    assert AuRAModel.from_pretrained(NAME, pretrained_dir=exported["root"], models_dir=tiny_llm_dir.parent,
+                                     return_config=True).student.pretrained_path == str(tiny_llm_dir)
+
+
+def test_infer_cli_accepts_the_name(exported, tiny_llm_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(P.MODELS_ENV, str(tiny_llm_dir.parent))
+    monkeypatch.setenv(P.PRETRAINED_ENV, str(exported["root"]))
+    manifest, out = tmp_path / "in.json", tmp_path / "out.json"
+    manifest.write_text("".join(json.dumps({"audio_filepath": w}) + "\n" for w in exported["wavs"]))
+    assert infer_main([f"model_path={NAME}", f"manifest={manifest}", f"output={out}", "task=asr",
+                       "max_new_tokens=6"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    original = AuRAModel.restore_from(str(exported["nemo"]), map_location="cpu").eval()
+    assert [r["pred_text"] for r in rows] == original.generate(exported["wavs"], task="asr", max_new_tokens=6)
+
+
+def test_errors_name_the_fix(exported, tiny_llm_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(P.MODELS_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"bash recipes/aura/run.sh --stage 0 --stop-stage 0"):
+        AuRAModel.from_pretrained(NAME, pretrained_dir=exported["root"], models_dir=tmp_path / "no_models")
+    with pytest.raises(ValueError, match=rf"no pretrained AuRA model named 'whisper_large'; available: {NAME}"):
+        AuRAModel.from_pretrained("whisper_large")
+    with pytest.raises(ValueError, match="available"):  # a hub id is not fetched either
+        AuRAModel.from_pretrained("nvidia/canary-1b")
+    with pytest.raises(FileNotFoundError, match="export_pretrained.py"):  # weights not in this installation
+        AuRAModel.from_pretrained(NAME, pretrained_dir=tmp_path / "empty", models_dir=tiny_llm_dir.parent)
+    other = build_tiny_llm(tmp_path / "other" / tiny_llm_dir.name, seed=1)  # same layout, other weights
+    with pytest.raises(ValueError, match="not the one .* was exported with"):
+        AuRAModel.from_pretrained(NAME, pretrained_dir=exported["root"], models_dir=other.parent)
+    with pytest.raises(FileNotFoundError, match="neither a file nor a pretrained model name"):
+        load_model(str(tmp_path / "nope.nemo"))
+
+
+def test_readme_try_the_pretrained_model_runs_as_written(exported, tiny_llm_dir, tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    section = (ROOT / "README.md").read_text().split("## Try the pretrained model\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", section, flags=re.S)
+    assert [kind for kind, _ in blocks] == ["python", "bash"]
+    sf.write(tmp_path / "question.wav", synth_wave(0, 1.2), 16000)
+    (tmp_path / "in.json").write_text(json.dumps({"audio_filepath": "question.wav"}) + "\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           P.MODELS_ENV: str(tiny_llm_dir.parent), P.PRETRAINED_ENV: str(exported["root"])}
+    for kind, code in blocks:
+        cmd = [sys.executable, "-c", code] if kind == "python" else ["bash", "-euo", "pipefail", "-c", code]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, (kind, proc.stderr[-3000:])
+    assert "pred_text" in json.loads((tmp_path / "out.json").read_text())
