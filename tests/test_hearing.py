@@ -282,3 +282,32 @@ def test_collapsed_next_token_training_runs_the_span_generation_reads(tiny_cfg, 
     out["loss"].backward()
     assert out["lm_loss"].item() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.patch_embedding.parameters())
+
+
+def test_collapsed_training_can_split_the_span_where_the_boundary_head_does(tiny_cfg, tmp_path):
+    """``reading.train_segments: head``: the training forward pools the segments the boundary head finds (as generation
+    does), not the alignment's: a head that finds no boundary leaves one position, one that finds every patch none
+    pooled; ``alignment`` ignores the head."""
+    model = collapsed_model(tiny_cfg)
+    batch = asr_batch(model, tmp_path)
+    one = {k: (v[:1] if torch.is_tensor(v) else v[:1] if isinstance(v, list) else v) for k, v in batch.items()}
+    inputs = model.embed_audio_and_text(one["audio"], one["audio_lens"], one["input_ids"], one["input_lens"],
+                                        one["loss_mask"])
+    _, index = model.text_teacher_tokens(one, inputs["patch_lens"])
+    full, patches = inputs["inputs_embeds"].shape[1], int(inputs["patch_lens"][0])
+    segments = len(torch.unique_consecutive(index[0]))
+    lengths = {}
+    for mode in ("alignment", "head"):
+        with open_dict(model.cfg):
+            model.cfg.reading = {"span": "collapsed", "train_segments": mode}
+        for bias in (-20.0, 20.0):
+            with torch.no_grad():
+                model.boundary_head.net[1].bias.fill_(bias)
+                lengths[mode, bias] = model.collapsed_forward(inputs, index)[1].shape[1]
+    assert lengths["alignment", -20.0] == lengths["alignment", 20.0] == full - patches + segments
+    assert lengths["head", -20.0] == full - patches + 1
+    assert lengths["head", 20.0] == full
+    with open_dict(model.cfg):
+        model.cfg.reading = {"span": "collapsed", "train_segments": "heads"}
+    with pytest.raises(ValueError, match="train_segments"):
+        model.train_segments

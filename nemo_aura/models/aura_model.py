@@ -205,6 +205,17 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         return str((self.cfg.get("reading") or {}).get("span", "frames"))
 
     @property
+    def train_segments(self) -> str:
+        """``reading.train_segments`` (collapsed span, next-token losses): where the training forward splits the span
+        into token segments. ``alignment``: the transcript's character alignment (one segment per spoken token);
+        ``head``: the boundary head's starts, as generation finds them (trains the upper layers' input as it will be
+        at inference, segmentation errors included)."""
+        value = str((self.cfg.get("reading") or {}).get("train_segments", "alignment"))
+        if value not in ("alignment", "head"):
+            raise ValueError(f"reading.train_segments must be 'alignment' or 'head', got {value!r}")
+        return value
+
+    @property
     def boundary_weight(self) -> float:
         return float(self.cfg.get("loss", {}).get("boundary_weight", 1.0))
 
@@ -521,16 +532,19 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """The training forward of ``reading.span: collapsed``, as generation runs it: layers 1..K over the patch-rate
         span, then the whole LLM over the prompt with one position per token segment of the alignment ``index``
         (the boundary head's job at inference), its layers 1..K given the pooled states (``replaced_span_states``).
-        Returns the patch-rate states of layers 1..K (for the layer-K losses), the short run's logits and labels."""
+        Returns the patch-rate states of layers 1..K (for the layer-K losses), the short run's logits and labels.
+        With ``reading.train_segments: head`` the boundary head splits the span instead of ``index``."""
         k = self.ctc_layer
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], list(range(1, k + 1)),
                                  need_logits=False, audio_mask=inputs["audio_mask"])
+        by_head = self.train_segments == "head"
         seqs, masks, labels, pooled = [], [], [], {layer: [] for layer in range(1, k + 1)}
         for b, token_of_patch in enumerate(index):
             where = inputs["audio_mask"][b].nonzero().flatten()
             first, last = int(where[0]), int(where[-1]) + 1
             length = int(inputs["attention_mask"][b].sum())
-            starts = segment_starts(token_of_patch)
+            starts = (self.boundary_head.starts(states[k][b, first:last].detach()) if by_head
+                      else segment_starts(token_of_patch))
             span = pool_segments(inputs["inputs_embeds"][b, first:last], starts)
             seqs.append(torch.cat([inputs["inputs_embeds"][b, :first], span, inputs["inputs_embeds"][b, last:length]]))
             lab = inputs["labels"][b]
