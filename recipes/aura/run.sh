@@ -167,32 +167,33 @@ stage4() {
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
 
-# train NAME INIT_NEMO TRAIN_CUTS DEV_CUTS OUT_NEMO [overrides...]: a fine-tuning run of nemo_aura.train.
+# train CONFIG NAME INIT_NEMO TRAIN_CUTS DEV_CUTS OUT_NEMO [overrides...]: a fine-tuning run of nemo_aura.train
+# (conf/CONFIG.yaml holds its settings and budget).
 train() {
-  local name=$1 init=$2 train_cuts=$3 dev_cuts=$4 out=$5; shift 5
+  local config=$1 name=$2 init=$3 train_cuts=$4 dev_cuts=$5 out=$6; shift 6
   if [ -f "$out" ]; then log "  $out exists: skipping $name"; return 0; fi
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name finetune "${model_overrides[@]}" name="$name" init_from_nemo="$init" \
+  "$python" -m nemo_aura.train --config-name "$config" "${model_overrides[@]}" name="$name" init_from_nemo="$init" \
     model.train_ds.cuts_path="$train_cuts" model.validation_ds.cuts_path="$dev_cuts" \
     exp_manager.exp_dir="$exp/stage5" report.dir="$exp/stage5/${name}_report" report.save_nemo="$out" "$@"
 }
 
 stage5() {
   local s5=$exp/stage5
-  # AuRA: the encoder-free model learns to answer spoken questions, with transcripts mixed in (they keep it
-  # reading, and the text-shaped levers need them); $aura_levers = the reading levers the ablation chose,
-  # $aura_finetune_overrides its step budget (empty: the bridge's $finetune_overrides).
-  "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" > /dev/null
+  # AuRA (conf/aura_qa.yaml): the encoder-free model learns to answer spoken questions (QA and multi-fact) and to
+  # transcribe (the distillation sentences), through the collapsed span generation reads; $aura_finetune_overrides
+  # only where a preset must shrink the budget.
+  "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" "$mf_train" > /dev/null
   # shellcheck disable=SC2086
-  train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
-    ${aura_finetune_overrides:-$finetune_overrides} $aura_levers
+  train aura_qa aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
+    ${aura_finetune_overrides:-}
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then $finetune_overrides QA steps.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
-  train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+  train finetune bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
     "$s5/bridge_asr.nemo" $bridge_asr_overrides
   # shellcheck disable=SC2086
-  train bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
+  train finetune bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
     "$s5/bridge_qa.nemo" $finetune_overrides
 }
 

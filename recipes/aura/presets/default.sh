@@ -10,9 +10,8 @@ cache_batch_size=8                          # stage 2
 bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
 distill_overrides=""                        # stage 3: extra Hydra overrides
 hearing_overrides=""                        # stage 3, second run: conf/hearing.yaml overrides ('none': skip it)
-aura_levers="model.loss.text_teacher_weight=1.0 model.audio_span={lora:audio}"   # stage 5, AuRA only: the stage-7 ablation's best dev QA F1 (kl_audio_only_lora; text kept by construction)
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, bridge QA
-aura_finetune_overrides="trainer.max_steps=480 trainer.val_check_interval=80 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, AuRA: 480 x 40 s (reading is budget-bound: the reading_budget ablation's 480-step model met the cascade's test F1; 160 before the 480-step run of 2026-12-02); the bridge gets 30 + 60
+aura_finetune_overrides=""                  # stage 5, AuRA: conf/aura_qa.yaml holds its settings and budget
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 before 2026-12-02)

@@ -10,9 +10,8 @@ cache_batch_size=4
 bench_utts=8
 distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=4"
 hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
-aura_levers=""                               # stage 5, AuRA only: reading levers (set from the stage-7 ablation)
 finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
-aura_finetune_overrides=""                   # stage 5, AuRA: empty = finetune_overrides
+aura_finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"   # stage 5, AuRA: conf/aura_qa.yaml, shrunk
 bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 cascade_asr=$exp_root/models/tiny-ctc.nemo
 score_args="--sweep-seconds 1,2 --max-new-tokens 4"
