@@ -311,3 +311,41 @@ def test_collapsed_training_can_split_the_span_where_the_boundary_head_does(tiny
         model.cfg.reading = {"span": "collapsed", "train_segments": "heads"}
     with pytest.raises(ValueError, match="train_segments"):
         model.train_segments
+
+
+def test_text_systems_get_the_asr_ceiling_row_speech_systems_their_transcripts():
+    """score_hearing asks a text system that can (the topline) for its reply to AuRA's ASR prompt with the question's
+    text in place of the audio, and scores it as a transcript: the WER ceiling of a span read as text."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes/aura/local"))
+    from score_hearing import score_system, summarize
+
+    from nemo_aura.scoring.items import QAItem
+    from nemo_aura.scoring.systems import TEXT_ASR_TEMPLATE
+
+    assert "{question}" in TEXT_ASR_TEMPLATE and "{audio}" not in TEXT_ASR_TEMPLATE
+
+    class Parrot:  # answers with the question, "transcribes" its text by dropping the last word
+        uses_audio, sample_rate = False, 16000
+
+        def answer(self, item, audio, max_new_tokens):
+            return {"answer": item.question}
+
+        def transcribe_text(self, text):
+            return " ".join(text.split()[:-1])
+
+    items = [QAItem(id=str(i), question=f"where did person{i} move to", answers=[f"town{i}"]) for i in range(3)]
+    rows = score_system(Parrot(), items, ["1", "2", "0"], 8)["rows"]
+    assert [r["transcript"] for r in rows] == [f"where did person{i} move" for i in range(3)]
+    out = summarize(rows)
+    assert out["wer"] == pytest.approx(0.2) and out["distinct_transcripts"] == 1.0
+
+    class Plain:  # a text system with no transcription: no WER
+        uses_audio, sample_rate = False, 16000
+        answer = Parrot.answer
+
+    assert "wer" not in summarize(score_system(Plain(), items, ["1", "2", "0"], 8)["rows"])

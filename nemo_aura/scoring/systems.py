@@ -29,6 +29,8 @@ TEXT_TEMPLATES = {
     for name, text in DEFAULT_TEMPLATES.items()
     if name in ("qa", "qa_context")
 }
+# The transcription ceiling of a span the upper layers read as text: AuRA's own ASR prompt, the words in the audio's place.
+TEXT_ASR_TEMPLATE = DEFAULT_TEMPLATES["asr"].replace("{audio}", "{question}")
 
 
 def text_message(question: str, context: str | None) -> str:
@@ -111,6 +113,11 @@ class Topline(System):
 
     def answer(self, item, audio, max_new_tokens):
         return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)
+
+    def transcribe_text(self, text: str, max_new_tokens: int = 48) -> str:
+        """What the LLM writes for AuRA's ASR prompt with ``text`` where the audio would be: the best transcript a
+        speech model whose audio span reads exactly as text can get from this LLM (its WER is that ceiling)."""
+        return self.llm.answer(TEXT_ASR_TEMPLATE.format(question=text), max_new_tokens)
 
 
 class Cascade(System):

@@ -11,7 +11,8 @@ paired question about another entity of the same context, custom ``control``; ot
 question), with the same context and gold; **hearing** = F1 own - F1 control with a 95% paired-bootstrap interval.
 A system that ignores the question has hearing ~0 whatever its F1. Speech systems also transcribe each utterance:
 WER against its own transcript and against other utterances' (the next item's), and the share of distinct
-transcripts. ``PATH:closed_book`` keeps only the closed-book items of a spoken-QA set. Writes
+transcripts; the topline's "transcripts" are the LLM's replies to the same ASR prompt with the question's text in place
+of the audio (the WER ceiling of any span the upper layers read as text). ``PATH:closed_book`` keeps only the closed-book items of a spoken-QA set. Writes
 ``results.{json,md}`` and ``hearing.png``; a system already scored (``systems/<name>.json``) is not rerun.
 """
 from __future__ import annotations
@@ -86,6 +87,8 @@ def score_system(system, items: list[QAItem], controls: list[str], max_new_token
                "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
         if system.uses_audio:
             row["transcript"] = system.transcribe(audio[item.id])
+        elif hasattr(system, "transcribe_text"):  # the topline: the transcription ceiling of a text-like span
+            row["transcript"] = system.transcribe_text(item.question)
         rows.append(row)
     return {"rows": rows}
 
