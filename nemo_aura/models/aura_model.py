@@ -32,6 +32,7 @@ from nemo_aura.modules.text_align import (
 )
 from nemo_aura.modules.vocab_ctc import VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
+from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.nemo_tools import NeMoToolsMixin
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
@@ -97,12 +98,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             tokenizer=self.tokenizer,
             prompt_format=self.cfg.prompt_format,
             audio_locator_tag=self.cfg.audio_locator_tag,
-            templates=_to_dict(self.cfg.get("prompts")),
+            templates=plain_dict(self.cfg.get("prompts")),
         )
 
     def _build_audio_front_end(self) -> AudioPatchEmbedding:
         """The audio path into the LLM: AuRA's light patch embedding (the bridge baseline overrides this)."""
-        return AudioPatchEmbedding(output_dim=self.llm.config.hidden_size, **_to_dict(self.cfg.patch_embedding))
+        return AudioPatchEmbedding(output_dim=self.llm.config.hidden_size, **plain_dict(self.cfg.patch_embedding))
 
     def _build_distillation(self) -> LayerwiseDistillation | None:
         dcfg = self.cfg.get("distillation")
@@ -139,7 +140,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         is fine-tuned with other settings (``nemo_aura.train.build_model``)."""
         if getattr(self, "audio_span", None) is not None:
             self.audio_span.remove()
-        self.audio_span = AudioSpan(_to_dict(self.cfg.get("audio_span")), self.llm)
+        self.audio_span = AudioSpan(plain_dict(self.cfg.get("audio_span")), self.llm)
         if self.ctc_weight > 0 and getattr(self, "ctc_head", None) is None:
             if student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers) < 1:
                 raise ValueError("loss.ctc_weight > 0 scores the last LoRA layer, but the model has no LoRA layers")
@@ -884,8 +885,6 @@ def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def _to_dict(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
 def _gather_audio_states(states: Tensor, audio_mask: Tensor, patch_mask: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ from lightning.pytorch import Trainer
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nemo_aura.models.aura_model import AuRAModel, _to_dict
+from nemo_aura.models.aura_model import AuRAModel
+from nemo_aura.parts.config import plain_dict
 from nemo_aura.modules.bridge import EncoderProjector
 
 
@@ -23,7 +24,7 @@ class BridgeModel(AuRAModel):
 
     def _build_audio_front_end(self) -> EncoderProjector:
         # Held in ``patch_embedding`` so the shared code paths (splicing, generation) work unchanged.
-        return EncoderProjector(output_dim=self.llm.config.hidden_size, **_to_dict(self.cfg.bridge))
+        return EncoderProjector(output_dim=self.llm.config.hidden_size, **plain_dict(self.cfg.bridge))
 
     def audio_tokens(self, batch: dict) -> tuple[Tensor, Tensor] | None:
         cached = batch.get("teacher_targets")

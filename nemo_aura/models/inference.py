@@ -22,6 +22,7 @@ from nemo.collections.asr.parts.mixins.transcription import (
 )
 from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
 
+from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.audio import batch_rows, collate_waveforms, load_audio_item, resample_waveform, warn_if_other_rate
 from nemo_aura.parts.manifest import read_audio_manifest
 from nemo_aura.parts.nemo_tools import check_generation_options, transcribe_prompt
@@ -125,7 +126,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
         """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
-        options = {"do_sample": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **_plain(self.cfg.get("generation"))}
+        options = {"do_sample": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, **plain_dict(self.cfg.get("generation"))}
         options.update(kwargs)
         if max_new_tokens is not None:
             options["max_new_tokens"] = int(max_new_tokens)
@@ -323,7 +324,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         prompt = transcribe_prompt(get_value_from_transcription_config(trcfg, "prompt", None))  # NeMo's scripts: turns
         messages = [prompt or self.prompts.user_message("asr")] * len(waves)
         self._check_audio_lengths(waves, "asr")
-        max_new = get_value_from_transcription_config(trcfg, "max_new_tokens", None) or _plain(
+        max_new = get_value_from_transcription_config(trcfg, "max_new_tokens", None) or plain_dict(
             self.cfg.get("generation")).get("max_new_tokens", DEFAULT_TRANSCRIBE_MAX_NEW_TOKENS)
         options = self._generation_options(max_new, {})
         return {"outputs": self._generate_items(waves, messages, len(waves), options, trcfg.return_hypotheses)}
@@ -356,7 +357,3 @@ def _per_item(values, n: int, name: str) -> list:
     return values
 
 
-def _plain(node) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})

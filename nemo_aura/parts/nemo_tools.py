@@ -17,10 +17,12 @@ scripts need nothing.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo_aura.parts.config import plain_dict
 
 GREEDY = ("greedy", "greedy_batch")
 BEAM = ("beam", "beam_batch", "tsd", "alsd", "maes", "malsr", "modified_beam_search", "pyctcdecode", "flashlight",
@@ -60,7 +62,7 @@ class NeMoToolsMixin:
         from nemo_aura.models.inference import DEFAULT_MAX_NEW_TOKENS
 
         return AuRADecoding({"do_sample": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-                             **_plain(self.cfg.get("generation"))})  # as _generation_options, never raising
+                             **plain_dict(self.cfg.get("generation"))})  # as _generation_options, never raising
 
     def change_decoding_strategy(self, decoding_cfg=None, verbose: bool = True, decoder_type: str | None = None,
                                  **kwargs) -> None:
@@ -77,7 +79,7 @@ class NeMoToolsMixin:
         updates, ignored = generation_updates(decoding_cfg)
         check_generation_options(self, {**self.decoding.options, **updates})
         with open_dict(self.cfg):
-            self.cfg.generation = {**_plain(self.cfg.get("generation")), **updates}
+            self.cfg.generation = {**plain_dict(self.cfg.get("generation")), **updates}
         if decoder_type is not None:
             ignored.append(f"decoder_type={decoder_type}")
         ignored += [f"{k}={v}" for k, v in kwargs.items()]
@@ -88,9 +90,9 @@ class NeMoToolsMixin:
 
 def generation_updates(decoding_cfg: Any) -> tuple[dict, list[str]]:
     """(``generate`` options, ignored keys) for a NeMo decoding config."""
-    cfg = _plain(decoding_cfg)
+    cfg = plain_dict(decoding_cfg)
     strategy = str(cfg.get("strategy") or "greedy")
-    beam, used = _plain(cfg.get("beam")), {"strategy"}
+    beam, used = plain_dict(cfg.get("beam")), {"strategy"}
     if strategy in GREEDY:
         updates = {"num_beams": 1, "do_sample": False}
     elif strategy in BEAM:
@@ -135,7 +137,7 @@ def transcribe_prompt(prompt: Any) -> str | None:
     turns = [t for t in _plain_list(prompt) if t.get("role", "user") == "user"]
     if not turns:
         return None
-    slots = _plain(turns[-1].get("slots"))
+    slots = plain_dict(turns[-1].get("slots"))
     if isinstance(slots.get("message"), str):
         return slots["message"]
     raise ValueError(f"transcribe prompt {prompt}: Canary-style prompt slots ({sorted(slots)}) do not apply to an "
@@ -151,21 +153,11 @@ def _defaults(node) -> dict:
     """The defaults of a NeMo decoding dataclass (or of the one a structured DictConfig was made from)."""
     kind = type(node) if is_dataclass(node) else OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
     try:
-        return _plain(kind()) if kind is not None and is_dataclass(kind) else {}
+        return plain_dict(kind()) if kind is not None and is_dataclass(kind) else {}
     except TypeError:  # a dataclass with required fields
         return {}
 
 
-def _plain(node) -> dict:
-    if node is None:
-        return {}
-    if is_dataclass(node) and not isinstance(node, type):
-        return asdict(node)
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return dict(node)
-
-
 def _plain_list(node) -> list[dict]:
     items = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else list(node)
-    return [_plain(t) for t in items]
+    return [plain_dict(t) for t in items]
