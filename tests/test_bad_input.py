@@ -244,7 +244,7 @@ def test_stage6_worker_goes_on_past_a_bad_item(tmp_path):
     items = [QAItem(id=f"q{i}", question="q", answers=["yes"], audio_path=str(tmp_path / f"{i}.wav")) for i in range(4)]
     items.append(QAItem(id="q4", question="q", answers=["yes"], audio_path=str(tmp_path / "missing.wav")))
     system = _Answerer(limit=2 * 16000)
-    audios, errors = load_audios(system, items)
+    audios, errors = load_audios(items, system.sample_rate)
     assert list(errors) == [4] and "missing.wav" in errors[4]
     rows, summary = answer_set(system, items, audios, SimpleNamespace(warmup=3, max_new_tokens=4), True, errors)
     assert [("error" in r) for r in rows] == [False, True, False, False, True]

@@ -80,7 +80,7 @@ def main() -> None:
               "load_seconds": load_seconds, "training_history": system.training_history, "sets": {}}
     audios, rows, errors = {}, {}, {}
     for set_index, (set_name, items) in enumerate(sets.items()):
-        audios[set_name], errors[set_name] = load_audios(system, items)
+        audios[set_name], errors[set_name] = load_audios(items, system.sample_rate if system.uses_audio else None)
         rows[set_name], report["sets"][set_name] = answer_set(system, items, audios[set_name], args, warmup=set_index == 0,
                                                               errors=errors[set_name])
         write_predictions(args.out, set_name, rows[set_name])
@@ -111,12 +111,12 @@ def main() -> None:
     write_json_atomic(args.out / "worker.json", report)
 
 
-def load_audios(system, items) -> tuple[list, dict[int, str]]:
-    """Each item's audio at the system's rate (None for a text system); {index: error} for those that fail."""
+def load_audios(items, sample_rate: int | None) -> tuple[list, dict[int, str]]:
+    """Each item's audio at ``sample_rate`` (None: a text system, no audio); {index: error} for those that fail."""
     audios, errors = [], {}
     for i, item in enumerate(items):
         try:
-            audios.append(item.load_audio(system.sample_rate) if system.uses_audio else None)
+            audios.append(item.load_audio(sample_rate) if sample_rate else None)
         except Exception as e:  # one missing or corrupt file is that item's error, not the worker's
             audios.append(None)
             errors[i] = f"audio: {type(e).__name__}: {e}"
@@ -199,7 +199,7 @@ def run_sweep(system, items, audios, args) -> list[dict]:
     from nemo_aura.scoring.items import QAItem
 
     seconds = [float(s) for s in args.sweep_seconds.split(",") if s]
-    ref = [a for a in audios if a is not None] or load_audios(_Reader(), items)[0]
+    ref = [a for a in audios if a is not None] or load_audios(items, 16000)[0]
     ref = [a for a in ref if a is not None]
     if not ref:
         return []  # no readable audio to build the long inputs from
@@ -218,12 +218,6 @@ def run_sweep(system, items, audios, args) -> list[dict]:
         result.append({"seconds": spec["seconds"], "latency_median_s": statistics.median(times),
                        "first_token_median_s": statistics.median(first), "answer_tokens_median": statistics.median(tokens)})
     return result
-
-
-class _Reader:
-    """``load_audios`` for a text system's sweep: the audio at 16 kHz."""
-
-    uses_audio, sample_rate = True, 16000
 
 
 if __name__ == "__main__":
