@@ -221,3 +221,26 @@ def test_stage2_cache_benchmark_warms_both_paths_before_timing(tmp_path, monkeyp
     cuts = CutSet.from_file(write_tiny_cuts(tmp_path, n=6))
     result = cache_teacher.benchmark(model, cuts, num_cuts=6, batch_size=2, epoch_cuts=6)
     assert calls == [("online", 1), ("cache", 1), ("online", 3), ("cache", 3)] and result["speedup"] == 1.0
+
+
+def test_training_batches_come_in_the_same_order_on_every_run(tmp_path):
+    """conf/distill.yaml's train_ds (inherited by every training config) shuffles with a fixed seed: two loaders
+    built from it give the same batches, so reruns and side-by-side benchmarks see the same data."""
+    from nemo.collections.common.data.lhotse.dataloader import get_lhotse_dataloader_from_config
+
+    from nemo_aura.train import compose_config
+
+    cuts = write_tiny_cuts(tmp_path / "cuts", n=12)
+
+    class CutIds(torch.utils.data.Dataset):
+        def __getitem__(self, batch):
+            return [c.id for c in batch]
+
+    cfg = compose_config([f"model.train_ds.cuts_path={cuts}", "model.train_ds.batch_duration=3"], config_name="distill")
+
+    def order():
+        loader = get_lhotse_dataloader_from_config(cfg.model.train_ds, global_rank=0, world_size=1, dataset=CutIds())
+        return [ids for _, ids in zip(range(12), loader)]
+
+    first = order()
+    assert len(first) == 12 and first == order()
