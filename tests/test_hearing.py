@@ -349,3 +349,78 @@ def test_text_systems_get_the_asr_ceiling_row_speech_systems_their_transcripts()
         answer = Parrot.answer
 
     assert "wer" not in summarize(score_system(Plain(), items, ["1", "2", "0"], 8)["rows"])
+
+
+def test_greedy_ctc_tokens_merge_repeats_and_drop_blanks():
+    from nemo_aura.modules.vocab_ctc import VocabCTCHead
+
+    torch.manual_seed(0)
+    table = torch.randn(5, 16)
+    head = VocabCTCHead(16, init_scale=30.0)
+    blank, token = head.blank.detach(), table - table.mean(0)  # the head scores against centred embeddings
+    states = torch.stack([token[2], token[2], blank, token[2], token[4], token[4], blank])
+    ids, score = head.greedy_tokens(states, table)
+    assert ids.tolist() == [2, 2, 4] and score <= 0.0
+    assert head.greedy_tokens(torch.stack([blank, blank]), table)[0].tolist() == []
+
+
+def vocab_model(tiny_cfg):
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "vocab"}
+    return AuRAModel(tiny_cfg)
+
+
+def test_vocab_span_reads_its_ctc_tokens_as_plain_text(tiny_cfg, monkeypatch):
+    """``reading.span: vocab``: a transcript is the CTC tokens themselves, and an answer is the base LLM's (no adapter)
+    reading the prompt with those tokens where the audio placeholder was, item by item in a left-padded batch."""
+    from nemo_aura.testing import synth_wave
+
+    model = vocab_model(tiny_cfg).eval()
+    words = [model.tokenizer.text_to_ids(t) for t in ("one two three", "four")]
+    monkeypatch.setattr(model, "vocab_span_tokens",
+                        lambda inputs: [(torch.tensor(words[b]), -1.0) for b in range(inputs["inputs_embeds"].shape[0])])
+    audio = [torch.from_numpy(synth_wave(0, 1.2)), torch.from_numpy(synth_wave(1, 0.7))]
+    assert model.generate(audio, task="asr") == [model.decode_ids(w) for w in words]
+    hyps = model.transcribe(audio, batch_size=2, return_hypotheses=True, verbose=False)
+    assert [h.y_sequence.tolist() for h in hyps] == words and hyps[0].score == -1.0
+
+    contexts = ["seven eight nine", "ten"]
+    answers = model.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=5)
+    for b in range(2):
+        ids = model.prompts.encode(model.prompts.user_message("qa", contexts[b]))[0].tolist()
+        at = ids.index(model.audio_locator_id)
+        prompt = torch.tensor([ids[:at] + words[b] + ids[at + 1:]])
+        with torch.no_grad(), model.llm.disable_adapter():
+            out = model.llm.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
+                                     do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
+        assert answers[b] == model._cut_at_stop(out[0, prompt.shape[1]:]), b
+
+
+def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_token_loss(tiny_cfg, tmp_path):
+    model = vocab_model(tiny_cfg)
+    batch = asr_batch(model, tmp_path)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(10):
+        out = model.compute_losses(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["ctc_loss"].item())
+    assert losses[-1] < 0.8 * losses[0] and model.ctc_head.blank.grad is not None
+    model.eval()
+    from nemo_aura.testing import synth_wave
+
+    audio = [torch.from_numpy(synth_wave(0, 1.5))]
+    before = model.generate_ids(audio, task="asr")
+    path = model.export_encoder_free(str(tmp_path / "vocab.nemo"))
+    restored = AuRAModel.restore_from(path, map_location="cpu").eval()
+    assert restored.teacher is None and restored.ctc_head is not None
+    assert restored.generate_ids(audio, task="asr") == before
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "lm_weight": 1.0}
+    with pytest.raises(ValueError, match="reading.span vocab"):
+        AuRAModel(tiny_cfg)

@@ -141,18 +141,20 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if getattr(self, "audio_span", None) is not None:
             self.audio_span.remove()
         self.audio_span = AudioSpan(plain_dict(self.cfg.get("audio_span")), self.llm)
-        if self.ctc_weight > 0 and getattr(self, "ctc_head", None) is None:
-            if student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers) < 1:
-                raise ValueError("loss.ctc_weight > 0 scores the last LoRA layer, but the model has no LoRA layers")
-            self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
-        elif self.ctc_weight <= 0:
-            self.ctc_head = None
         span = self.reading_span
-        if span not in ("frames", "collapsed"):
-            raise ValueError(f"reading.span must be 'frames' or 'collapsed', got {span!r}")
+        if span not in ("frames", "collapsed", "vocab"):
+            raise ValueError(f"reading.span must be 'frames', 'collapsed' or 'vocab', got {span!r}")
+        needs_ctc = self.ctc_weight > 0 or span == "vocab"  # the vocab span reads the CTC head's tokens
+        if needs_ctc and getattr(self, "ctc_head", None) is None:
+            if student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers) < 1:
+                raise ValueError("loss.ctc_weight > 0 / reading.span vocab score the last LoRA layer, but the model "
+                                 "has no LoRA layers")
+            self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
+        elif not needs_ctc:
+            self.ctc_head = None
         if span == "collapsed" and getattr(self, "boundary_head", None) is None:
             self.boundary_head = BoundaryHead(self.llm.config.hidden_size)
-        elif span == "frames":
+        elif span != "collapsed":
             self.boundary_head = None
 
     def _check_losses(self) -> None:
@@ -162,6 +164,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if all(w <= 0 for w in weights):
             raise ValueError("loss.distill_weight, lm_weight, text_teacher_weight, ctc_weight and text_align_weight are "
                              "all 0: nothing to train")
+        if self.reading_span == "vocab" and (self.lm_weight > 0 or self.text_teacher_weight > 0):
+            raise ValueError("reading.span vocab: the LLM reads the CTC head's tokens as text, so no next-token "
+                             "loss (lm_weight, text_teacher_weight) reaches the audio; train it with loss.ctc_weight")
         if self.text_align_weight > 0 and self.ctc_layer < 1:
             raise ValueError("loss.text_align_weight > 0 aligns layer K, the last LoRA layer, but the model has no LoRA")
         layers = self.distill_layers
@@ -201,8 +206,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
 
     @property
     def reading_span(self) -> str:
-        """``reading.span``: ``frames`` (one position per patch) or ``collapsed`` (one per spoken token, before layer
-        K+1; a boundary head finds the tokens at inference). See ``modules.text_align``."""
+        """``reading.span``: ``frames`` (one position per patch), ``collapsed`` (one per spoken token, before layer
+        K+1; a boundary head finds the tokens at inference; ``modules.text_align``) or ``vocab`` (the greedy tokens
+        of the CTC head over the vocabulary at layer K, read as text; ``modules.vocab_ctc``)."""
         return str((self.cfg.get("reading") or {}).get("span", "frames"))
 
     @property
@@ -595,6 +601,38 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         }
         return out, {layer: torch.cat(v) for layer, v in pooled.items()}
 
+    def vocab_span_tokens(self, inputs: dict) -> list[tuple[Tensor, float]]:
+        """``reading.span: vocab``: each item's audio span runs through layers 1..K (in its prompt, as in training)
+        and the CTC head over the vocabulary reads off its tokens (greedy): (ids, path log-prob) per item."""
+        k = self.ctc_layer
+        states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [k], need_logits=False,
+                                 audio_mask=inputs["audio_mask"])
+        table = self.llm.get_input_embeddings().weight
+        return [self.ctc_head.greedy_tokens(states[k][b][inputs["audio_mask"][b]], table)
+                for b in range(inputs["inputs_embeds"].shape[0])]
+
+    def read_span_as_tokens(self, inputs: dict) -> tuple[dict, list[Tensor]]:
+        """``reading.span: vocab`` at inference: the audio span replaced by the embeddings of its CTC tokens. The
+        prompt is then plain text (``audio_mask`` all false: no adapter acts), left-padded like ``inputs``."""
+        tokens = [ids for ids, _ in self.vocab_span_tokens(inputs)]
+        embed = self.llm.get_input_embeddings()
+        seqs = []
+        for b, ids in enumerate(tokens):
+            real, audio = inputs["attention_mask"][b].bool(), inputs["audio_mask"][b]
+            where = audio.nonzero().flatten()
+            first, last = int(where[0]), int(where[-1]) + 1
+            embeds = inputs["inputs_embeds"][b]
+            before = embeds[:first][real[:first]]
+            seqs.append(torch.cat([before, embed(ids.to(embeds.device)).to(embeds.dtype), embeds[last:]]))
+        lengths = [len(x) for x in seqs]
+        device = seqs[0].device
+        return {
+            "inputs_embeds": _left_pad(seqs, 0.0),
+            "audio_mask": _left_pad([torch.zeros(n, dtype=torch.bool, device=device) for n in lengths], False),
+            "attention_mask": _left_pad([torch.ones(n, dtype=torch.long, device=device) for n in lengths], 0),
+            "patch_lens": torch.tensor([len(ids) for ids in tokens]),
+        }, tokens
+
     @contextmanager
     def replaced_span_states(self, audio_mask: Tensor, pooled: dict[int, Tensor]):
         """While the prompt is encoded (any call of more than one position), decoder layer ``l``'s output at the
@@ -729,14 +767,19 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     def export_encoder_free(self, path: str) -> str:
         """Write a ``.nemo`` with patch embedding + LLM + LoRA only: no teacher, no distillation head.
 
-        Restoring it needs no teacher. Its loss is the LM loss (``loss.lm_weight`` becomes 1 if it was 0).
+        Restoring it needs no teacher. Its loss is the LM loss (``loss.lm_weight`` becomes 1 if it was 0), or with
+        ``reading.span: vocab`` the CTC loss of the head it keeps.
         """
         cfg = copy.deepcopy(self._cfg)
         with open_dict(cfg):
             cfg.teacher = None
             cfg.distillation = None
-            cfg.loss = {"distill_weight": 0.0, "lm_weight": self.lm_weight or 1.0}
-        with self._swapped(cfg=cfg, teacher=None, distillation=None, ctc_head=None):
+            if self.reading_span == "vocab":  # it reads through its CTC head, which only CTC trains
+                cfg.loss = {"distill_weight": 0.0, "lm_weight": 0.0, "ctc_weight": self.ctc_weight or 1.0}
+            else:
+                cfg.loss = {"distill_weight": 0.0, "lm_weight": self.lm_weight or 1.0}
+        ctc_head = self.ctc_head if self.reading_span == "vocab" else None
+        with self._swapped(cfg=cfg, teacher=None, distillation=None, ctc_head=ctc_head):
             self.save_to(path)
         return path
 

@@ -122,7 +122,9 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         with torch.random.fork_rng(devices=devices):  # a seed makes sampling reproducible, the caller's RNG untouched
             if seed is not None:
                 torch.manual_seed(int(seed))
-            return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options)]
+            transcripts = task == "asr" and prompts is None and questions is None
+            return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options,
+                                                           transcripts=transcripts)]
 
     def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
         """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
@@ -134,7 +136,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         return options
 
     def _generate_items(
-        self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False
+        self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False,
+        transcripts: bool = False,
     ) -> list[tuple[list[int], float | None]]:
         """Batches of ``batch_size`` items; audio over ``max_audio_samples`` (only reached with
         ``long_audio: chunk``) is cut into pieces whose outputs are joined."""
@@ -143,16 +146,20 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         outs = []
         for b in range(0, len(pieces), batch_size):
             chunk = pieces[b : b + batch_size]
-            outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores)
+            outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores,
+                                         transcripts)
         joined: list[tuple[list[int], float | None]] = [([], 0.0 if with_scores else None) for _ in waves]
         for (i, _, _), (ids, score) in zip(pieces, outs):
             joined[i] = (joined[i][0] + ids, None if score is None else joined[i][1] + score)
         return joined
 
     def _generate_batch(
-        self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False
+        self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False,
+        transcripts: bool = False,
     ) -> list[tuple[list[int], float | None]]:
-        """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum)."""
+        """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum).
+        ``transcripts`` (the asr task's own prompt): with ``reading.span: vocab`` the CTC tokens are returned as
+        they are (their greedy path's log-prob as the score), without generation."""
         audio, audio_lens = collate_waveforms(waves)
         ids = [self.prompts.encode(m)[0] for m in messages]
         inputs = self.embed_audio_and_text(
@@ -163,6 +170,10 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         if self.reading_span == "collapsed":  # one position per spoken token from layer K+1 on
             inputs, pooled = self.collapse_audio_span(inputs)
             replaced = self.replaced_span_states(inputs["audio_mask"], pooled)
+        elif self.reading_span == "vocab":  # the CTC head's tokens in place of the audio, read as text
+            if transcripts:  # the tokens are the transcript: the instruct LLM need not copy them
+                return [(ids.tolist(), score if with_scores else None) for ids, score in self.vocab_span_tokens(inputs)]
+            inputs, _ = self.read_span_as_tokens(inputs)
         with replaced:
             if self.audio_span.needs_positions:
                 options = {**options, "cache": self._prefill_audio_span(inputs)}
@@ -327,7 +338,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         max_new = get_value_from_transcription_config(trcfg, "max_new_tokens", None) or plain_dict(
             self.cfg.get("generation")).get("max_new_tokens", DEFAULT_TRANSCRIBE_MAX_NEW_TOKENS)
         options = self._generation_options(max_new, {})
-        return {"outputs": self._generate_items(waves, messages, len(waves), options, trcfg.return_hypotheses)}
+        return {"outputs": self._generate_items(waves, messages, len(waves), options, trcfg.return_hypotheses,
+                                                transcripts=prompt is None)}
 
     def _transcribe_output_processing(self, outputs: dict, trcfg: TranscribeConfig) -> list[Hypothesis]:
         return [
