@@ -400,17 +400,29 @@ def test_vocab_span_reads_its_ctc_tokens_as_plain_text(tiny_cfg, monkeypatch):
 
 
 def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_token_loss(tiny_cfg, tmp_path):
-    model = vocab_model(tiny_cfg)
+    """With ``loss.ctc_vocabulary: corpus`` the head's classes are the training transcripts' tokens; it trains, its
+    tokens map back to LLM ids, and the export keeps the head and its vocabulary."""
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "ctc_vocabulary": "corpus"}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "vocab"}
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    cuts = write_tiny_cuts(tmp_path / "asr", n=3)
+    model.set_ctc_vocabulary({"cuts_path": str(cuts)})
+    spoken = {t for c in CutSet.from_file(cuts) for t in model.tokenizer.text_to_ids(c.supervisions[0].text)}
+    assert model.ctc_head.token_ids.tolist() == sorted(spoken) and model.ctc_head.classes.shape[0] == len(spoken)
     first, out = train_steps(model, asr_batch(model, tmp_path), steps=10)
-    assert out["ctc_loss"].item() < 0.8 * first["ctc_loss"] and model.ctc_head.blank.grad is not None
+    assert out["ctc_loss"].item() < 0.8 * first["ctc_loss"] and model.ctc_head.classes.grad is not None
     model.eval()
     from nemo_aura.testing import synth_wave
 
-    audio = [torch.from_numpy(synth_wave(0, 1.5))]
+    audio = [torch.from_numpy(synth_wave(0, 1.5)), torch.from_numpy(synth_wave(1, 1.0))]
     before = model.generate_ids(audio, task="asr")
+    assert any(before) and all(set(ids) <= spoken for ids in before)  # LLM token ids, from the corpus's tokens
     path = model.export_encoder_free(str(tmp_path / "vocab.nemo"))
     restored = AuRAModel.restore_from(path, map_location="cpu").eval()
-    assert restored.teacher is None and restored.ctc_head is not None
+    assert restored.teacher is None and torch.equal(restored.ctc_head.token_ids, model.ctc_head.token_ids)
     assert restored.generate_ids(audio, task="asr") == before
     with open_dict(tiny_cfg):
         tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "lm_weight": 1.0}

@@ -57,13 +57,12 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     report = json.loads((exp / "stage3" / "distill_report.json").read_text())
     assert all(report["cosine_after"][k] > report["cosine_before"][k] for k in report["cosine_after"])
     assert (exp / "stage3" / "distill_cosine.png").stat().st_size > 0
-    # stage 3, second run: text-aligned reading at layer K from the distilled model (Whisper below K)
-    hearing_before = json.loads((exp / "stage3" / "hearing_report" / "validation_before.json").read_text())
-    hearing_after = json.loads((exp / "stage3" / "hearing_report" / "validation_after.json").read_text())
-    assert hearing_after["val_text_align_loss"] < hearing_before["val_text_align_loss"]
-    assert "val_distill_loss_layer1" in hearing_after and (exp / "stage3" / "aura_hearing_broad.nemo").exists()
-    questions = json.loads((exp / "stage3" / "hearing_questions_report" / "validation_after.json").read_text())
-    assert "val_text_align_boundary_accuracy" in questions and (exp / "stage3" / "aura_hearing.nemo").exists()
+    # stage 3, reading run (the preset's reading=vocab): CTC over the LLM's vocabulary at layer K
+    reading_before = json.loads((exp / "stage3" / "reading_ctc_report" / "validation_before.json").read_text())
+    reading_after = json.loads((exp / "stage3" / "reading_ctc_report" / "validation_after.json").read_text())
+    assert reading_after["val_ctc_loss"] < reading_before["val_ctc_loss"]
+    assert (exp / "stage3" / "aura_reading_ctc.nemo").exists() and not (exp / "stage3" / "aura_hearing.nemo").exists()
+    assert "reading=vocab: AuRA needs no speech-QA fine-tuning" in out and not (exp / "stage5" / "aura_qa.nemo").exists()
     # stage 4: the export is encoder-free and smaller
     export = json.loads((exp / "stage4" / "export_report.json").read_text())
     # computed by value against every teacher tensor (no longer a literal 0), restored with the teacher dir unreadable
@@ -91,15 +90,14 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "hearing", "hearing_questions", "aura_qa"]
+    assert [r["name"] for r in runs["aura"]] == ["distill", "reading_ctc"]
     assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
-    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4, 4]  # the tiny preset's budgets, resume included
-    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_hearing_broad.nemo",
-                                                          "aura_encoder_free.nemo"]
-    assert runs["aura"][1]["train_cuts"] == "ci/stage3/hearing_train_mix.jsonl.gz"
+    assert [r["steps"] for r in runs["aura"]] == [8, 4]  # the tiny preset's budgets, resume included
+    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo"]
+    assert runs["aura"][1]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
@@ -133,7 +131,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     probed = json.loads((exp / "ablation" / "probe" / "results.json").read_text())  # the tiny preset's probe_args
     assert [r["source"] for r in probed["probes"]] == ["student_L0", "student_L2", "teacher_L3"]
     probed5 = json.loads((exp / "ablation" / "probe_stage5" / "results.json").read_text())  # the fine-tuned model's layers
-    assert probed5["model"].endswith("stage5/aura_qa.nemo") and [r["source"] for r in probed5["probes"]] == ["student_L2", "student_L4"]
+    assert probed5["model"].endswith("stage4/aura_encoder_free.nemo")  # the final AuRA (reading=vocab: the export)
+    assert [r["source"] for r in probed5["probes"]] == ["student_L2", "student_L4"]
 
     # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
     spec = tmp_path / "architecture_tiny.yaml"
@@ -177,18 +176,19 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert f"| corpus_x1 | - | ci: {tiny.distill_train} utts" in (exp / "ablation" / "results.md").read_text()
     # A budget curve: steps_factor 0 scores a recipe model as it is; a continued run counts its init's steps too.
     budget = tmp_path / "budget_tiny.yaml"
-    aura_qa = exp / "stage5" / "aura_qa.nemo"
-    budget.write_text(f"steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n"
-                      f"  as_is: {{init: {aura_qa}, steps_factor: 0}}\n  continued: {{init: {aura_qa}, overrides: []}}\n")
+    aura_final = exp / "stage4" / "aura_encoder_free.nemo"
+    budget.write_text(f"steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n"  # next-token steps need a span they reach
+                      f"  as_is: {{init: {aura_final}, steps_factor: 0}}\n"
+                      f"  continued: {{init: {aura_final}, overrides: ['model.reading={{span: frames}}']}}\n")
     curve = ablation("--spec", str(budget))
     assert curve.returncode == 0, curve.stdout[-3000:] + curve.stderr[-3000:]
     assert not (exp / "ablation" / "as_is" / "model.nemo").exists()  # scored, not trained
     as_is = json.loads((exp / "ablation" / "as_is" / "eval.json").read_text())
-    assert (as_is["steps"], as_is["model"], as_is["train_seconds"]) == (0, str(aura_qa), None)
+    assert (as_is["steps"], as_is["model"], as_is["train_seconds"]) == (0, str(aura_final), None)
     rows = {line.split(" | ")[0]: line for line in curve.stdout.splitlines() if line.startswith("| as_is |") or line.startswith("| continued |")}
     assert "| ci: " in rows["| as_is"]  # a recipe model as init brings its corpus column
-    # the text-aligned runs count as reading training: 4 + 4 (stage 3) + 4 (stage 5)
-    assert "| 0 (12 in all) |" in rows["| as_is"] and "| 2 (14 in all) |" in rows["| continued"]
+    # the reading run counts as reading training: 4 (stage 3)
+    assert "| 0 (4 in all) |" in rows["| as_is"] and "| 2 (6 in all) |" in rows["| continued"]
     bad = tmp_path / "budget_bad.yaml"
     bad.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n  nothing: {steps_factor: 0}\n")
     refused = ablation("--spec", str(bad))
@@ -205,10 +205,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert (cache_x2["linked_from_other_cache"], cache_x2["computed_now"]) == (tiny.distill_train, tiny.distill_train)
 
     # A rerun finds every output and redoes nothing.
-    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_hearing_broad.nemo",
-                                              exp / "stage3" / "aura_hearing.nemo",
+    stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_reading_ctc.nemo",
                                               exp / "stage4" / "aura_encoder_free.nemo",
-                                              exp / "stage5" / "aura_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
+                                              exp / "stage5" / "bridge_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
-    assert "complete: skipping" in again and again.count("exists: skipping") >= 6
+    assert "complete: skipping" in again and again.count("exists: skipping") >= 5
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lhotse import CutSet
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import Tensor
@@ -21,7 +22,7 @@ from nemo.collections.speechlm2.parts.optim_setup import freeze_and_subset
 from nemo.core.classes import ModelPT
 from nemo.utils import logging
 
-from nemo_aura.data.dataset import AuRADataset
+from nemo_aura.data.dataset import AuRADataset, cut_transcript
 from nemo_aura.models.inference import AuRAInferenceMixin
 from nemo_aura.modules.distill import LayerwiseDistillation, lengths_to_mask, pool_to_length, resolve_layer_map
 from nemo_aura.modules.patch_embedding import AudioPatchEmbedding
@@ -738,6 +739,21 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if "llm" not in self._modules:  # called by ModelPT.__init__ before the student exists
             return
         self._train_dl = self._build_dataloader(OmegaConf.create(train_data_config))
+        self.set_ctc_vocabulary(train_data_config)
+
+    def set_ctc_vocabulary(self, train_data_config: DictConfig | dict) -> None:
+        """``loss.ctc_vocabulary: corpus``: the CTC head scores only the tokens of the training transcripts
+        (``VocabCTCHead.set_vocabulary``), once: a restored head keeps the vocabulary it was trained with."""
+        head = getattr(self, "ctc_head", None)
+        if head is None or head.has_vocabulary or self.cfg.get("loss", {}).get("ctc_vocabulary", "full") != "corpus":
+            return
+        path = (train_data_config or {}).get("cuts_path")
+        if not path:
+            raise ValueError("loss.ctc_vocabulary corpus reads the training transcripts from train_ds.cuts_path, "
+                             "which is not set")
+        ids = {t for cut in CutSet.from_file(path) for t in self.tokenizer.text_to_ids(cut_transcript(cut) or " ")}
+        head.set_vocabulary(torch.tensor(sorted(ids)), self.llm.get_input_embeddings().weight)
+        logging.info(f"CTC head: {len(ids)} tokens of the training transcripts ({path}) as its classes")
 
     def setup_validation_data(self, val_data_config: DictConfig | dict):
         if "llm" not in self._modules:

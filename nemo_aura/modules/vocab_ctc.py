@@ -19,32 +19,82 @@ from torch import Tensor, nn
 
 
 class VocabCTCHead(nn.Module):
-    """Cosine similarity of audio states to each centred token embedding (+ a learned blank), scaled, then CTC.
+    """Cosine similarity of audio states to token vectors (+ a learned blank), scaled, then CTC.
 
-    Centred: LLM input embeddings share a large common direction (SmolLM2-135M: mean cosine 0.44 between random
-    tokens), so raw cosines crowd together and a 49k-way softmax cannot become confident at any usable scale (at
-    scale 10 a state *equal* to its token's embedding still gets p ~ 0.005). Without the mean row, unrelated tokens
-    sit near cosine 0 and a scale of ~20 separates the spoken token from the rest."""
+    The token vectors start as the LLM's *centred* input embeddings: the embeddings share a large common direction
+    (SmolLM2-135M: mean cosine 0.44 between random tokens), so raw cosines crowd together and a 49k-way softmax
+    cannot become confident at any usable scale. A square map (identity at start) takes the states into that space.
+
+    ``set_vocabulary`` restricts the head to the tokens of the training transcripts (a few thousand of 49k) and lets
+    their vectors train, as a linear CTC probe's classes do: CTC only ever learns tokens it hears, and the full
+    vocabulary made each step ~10x dearer (the (frames x 49k) logits dominate a step) and learning slow (per-token
+    loss still ~6 after 300 steps on the default corpus). Without it the head scores the full, frozen vocabulary.
+    """
 
     def __init__(self, hidden_size: int, init_scale: float = 20.0):
         super().__init__()
         self.blank = nn.Parameter(torch.randn(hidden_size) / math.sqrt(hidden_size))
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        nn.init.eye_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.register_buffer("token_ids", torch.zeros(0, dtype=torch.long))  # empty: the whole vocabulary
+        self.classes = nn.Parameter(torch.zeros(0, hidden_size))
+
+    @property
+    def has_vocabulary(self) -> bool:
+        return self.token_ids.numel() > 0
+
+    @torch.no_grad()
+    def set_vocabulary(self, token_ids: Tensor, embeddings: Tensor) -> None:
+        """Score only ``token_ids`` (sorted, unique), their vectors initialised from the centred embeddings."""
+        token_ids = torch.unique(token_ids.to(torch.long).cpu())
+        centred = embeddings.float() - embeddings.float().mean(0, keepdim=True)
+        self.token_ids = token_ids.to(self.blank.device)
+        self.classes = nn.Parameter(F.normalize(centred[self.token_ids.to(centred.device)], dim=-1).to(self.blank.device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a saved head may hold a vocabulary: take its size before the values are copied
+        ids, classes = state_dict.get(prefix + "token_ids"), state_dict.get(prefix + "classes")
+        if ids is not None and ids.shape != self.token_ids.shape:
+            self.token_ids = torch.zeros_like(ids, device=self.blank.device)
+        if classes is not None and classes.shape != self.classes.shape:
+            self.classes = nn.Parameter(torch.zeros_like(classes, device=self.blank.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def logits(self, states: Tensor, embeddings: Tensor) -> Tensor:
-        """(B, N, D) states, (V, D) embedding matrix -> (B, N, V + 1) logits; the blank is index V."""
-        table = embeddings.float()
-        table = torch.cat([table - table.mean(0, keepdim=True), self.blank.unsqueeze(0).float()])
-        return self.log_scale.exp() * F.normalize(states.float(), dim=-1) @ F.normalize(table, dim=-1).T
+        """(B, N, D) states, (V, D) embedding matrix -> (B, N, C + 1) logits over the head's classes (the vocabulary,
+        or the ``set_vocabulary`` tokens); the blank is the last index."""
+        if self.has_vocabulary:
+            table = self.classes.float()
+        else:
+            table = embeddings.float()
+            table = table - table.mean(0, keepdim=True)
+        table = torch.cat([table, self.blank.unsqueeze(0).float()])
+        return self.log_scale.exp() * F.normalize(self.proj(states.float()), dim=-1) @ F.normalize(table, dim=-1).T
+
+    def class_targets(self, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids -> class indices; tokens outside the head's vocabulary are dropped (they cannot be emitted)."""
+        if not self.has_vocabulary:
+            return targets, target_lens
+        rows = []
+        for row, n in zip(targets, target_lens.tolist()):
+            row = row[:n]
+            at = torch.searchsorted(self.token_ids, row).clamp(max=len(self.token_ids) - 1)
+            rows.append(at[self.token_ids[at] == row])
+        lens = torch.tensor([len(r) for r in rows], device=targets.device)
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0) if rows else targets, lens
 
     def forward(
         self, states: Tensor, state_lens: Tensor, embeddings: Tensor, targets: Tensor, target_lens: Tensor
     ) -> Tensor:
         """Mean CTC loss per target token; items whose transcript cannot fit their audio tokens count as 0."""
-        log_probs = self.logits(states, embeddings).log_softmax(-1).transpose(0, 1)  # (N, B, V + 1)
+        logits = self.logits(states, embeddings)
+        targets, target_lens = self.class_targets(targets, target_lens)
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # (N, B, C + 1)
         loss = F.ctc_loss(
             log_probs, targets, state_lens, target_lens,
-            blank=embeddings.shape[0], reduction="sum", zero_infinity=True,
+            blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True,
         )
         return loss / target_lens.sum().clamp(min=1)
 
@@ -57,4 +107,5 @@ class VocabCTCHead(nn.Module):
         keep = torch.ones_like(best, dtype=torch.bool)
         keep[1:] = best[1:] != best[:-1]
         best = best[keep]
-        return best[best != embeddings.shape[0]], float(best_lp.sum())
+        best = best[best != log_probs.shape[-1] - 1]
+        return (self.token_ids[best] if self.has_vocabulary else best), float(best_lp.sum())

@@ -7,9 +7,10 @@
 #
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
-#   3 distillation, then text-aligned reading at layer K on all the speech (conf/hearing.yaml), then on the
-#     spoken questions (conf/hearing_questions.yaml)
-#   4 encoder removal                5 speech-QA fine-tuning (+ bridge baseline)
+#   3 distillation, then the reading run the preset's $reading names: vocab (default: CTC over the LLM's vocabulary
+#     at layer K on all the transcribed speech, conf/reading_ctc.yaml) or collapsed (text-aligned reading at layer K,
+#     conf/hearing.yaml then conf/hearing_questions.yaml)
+#   4 encoder removal                5 speech-QA fine-tuning (collapsed: AuRA, conf/aura_qa.yaml) + bridge baseline
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
 #     multi-fact sets (F1 with the own question vs a question about another entity of the same context)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
@@ -94,6 +95,14 @@ mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
 distilled=$exp/stage3/aura_distilled.nemo
 hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
+reading_ctc_nemo=$exp/stage3/aura_reading_ctc.nemo
+reading=${reading:-vocab}
+case $reading in
+  vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo ;;
+  collapsed) stage3_final=$hearing_nemo; aura_final=$exp/stage5/aura_qa.nemo ;;
+  none) stage3_final=$distilled; aura_final=$exp/stage5/aura_qa.nemo ;;
+  *) echo "run.sh: preset $preset: reading must be vocab, collapsed or none, got '$reading'" >&2; exit 2 ;;
+esac
 
 stage0() {
   bash tools/setup_env.sh test
@@ -134,9 +143,29 @@ stage3() {
       $distill_overrides "${extra_overrides[@]}"
     "$python" $local/report_distillation.py --stage-dir "$exp/stage3"
   fi
-  # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
-  # questions, both with their cached Whisper targets): the layers above K can read what K then holds.
-  if [ "${hearing_overrides:-}" = none ]; then log "  preset: no text-aligned reading run"; return 0; fi
+  case $reading in
+    vocab) reading_vocab ;;
+    collapsed) reading_collapsed ;;
+    none) log "  preset: reading=none, no reading run after the distillation" ;;
+  esac
+}
+
+# CTC over the LLM's vocabulary at layer K on all the transcribed speech (distillation sentences, QA and multi-fact
+# questions in their prompts); generation reads the greedy tokens as text (reading.span: vocab).
+reading_vocab() {
+  if [ -f "$reading_ctc_nemo" ]; then log "  $reading_ctc_nemo exists: skipping the vocabulary-CTC reading run"; return 0; fi
+  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_train" "$qa_train" \
+    "$mf_train" > /dev/null
+  # shellcheck disable=SC2086
+  "$python" -m nemo_aura.train --config-name reading_ctc "${model_overrides[@]}" init_from_nemo="$distilled" \
+    model.train_ds.cuts_path="$exp/stage3/reading_ctc_mix.jsonl.gz" model.validation_ds.cuts_path="$distill_dev" \
+    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/reading_ctc_report" report.save_nemo="$reading_ctc_nemo" \
+    ${reading_overrides:-}
+}
+
+# Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
+# questions, both with their cached Whisper targets): the layers above K can read what K then holds.
+reading_collapsed() {
   if [ -f "$hearing_broad" ]; then
     log "  $hearing_broad exists: skipping the text-aligned reading run on all the speech"
   else
@@ -160,9 +189,7 @@ stage3() {
 }
 
 stage4() {
-  local final=$hearing_nemo
-  [ "${hearing_overrides:-}" = none ] && final=$distilled
-  local args=(--nemo "$final" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
+  local args=(--nemo "$stage3_final" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
   [ -n "$teacher_dir" ] && args+=(--teacher-dir "$teacher_dir")
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
@@ -180,13 +207,20 @@ train() {
 
 stage5() {
   local s5=$exp/stage5
-  # AuRA (conf/aura_qa.yaml): the encoder-free model learns to answer spoken questions (QA and multi-fact) and to
-  # transcribe (the distillation sentences), through the collapsed span generation reads; $aura_finetune_overrides
-  # only where a preset must shrink the budget.
-  "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" "$mf_train" > /dev/null
-  # shellcheck disable=SC2086
-  train aura_qa aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
-    ${aura_finetune_overrides:-}
+  mkdir -p "$s5"
+  if [ "$reading" = vocab ]; then
+    # The LLM reads the CTC tokens as text: no next-token loss reaches the audio path, and the text path is the base
+    # LLM's. The stage-4 export is the AuRA that stage 6 scores.
+    log "  reading=vocab: AuRA needs no speech-QA fine-tuning (stage 6 scores $aura_final)"
+  else
+    # AuRA (conf/aura_qa.yaml): the encoder-free model learns to answer spoken questions (QA and multi-fact) and to
+    # transcribe (the distillation sentences), through the collapsed span generation reads; $aura_finetune_overrides
+    # only where a preset must shrink the budget.
+    "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" "$mf_train" > /dev/null
+    # shellcheck disable=SC2086
+    train aura_qa aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
+      ${aura_finetune_overrides:-}
+  fi
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then $finetune_overrides QA steps.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
@@ -198,7 +232,7 @@ stage5() {
 }
 
 stage6() {
-  local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$exp/stage5/aura_qa.nemo"
+  local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$aura_final"
               --bridge "$exp/stage5/bridge_qa.nemo" --out "$exp/stage6" --transcripts
               --distill-report "$exp/stage3/distill_report.json")
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
@@ -207,7 +241,7 @@ stage6() {
   # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
-    --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$exp/stage5/aura_qa.nemo" \
+    --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
     --llm-dir "$llm_dir" --asr "$cascade_asr" --out "$exp/stage6/hearing" ${hearing_score_args:-}
 }
 
@@ -219,10 +253,10 @@ stage7() {
   # Is the spoken content in the distilled layers? A linear CTC probe of student and teacher layers ($probe_args);
   # then of the fine-tuned model's upper layers ($probe_stage5_args): does it reach the layers that answer?
   run_probe "$exp/stage3/aura_distilled.nemo" "$exp/ablation/probe" "$probe_args"
-  if [ -f "$exp/stage5/aura_qa.nemo" ]; then
-    run_probe "$exp/stage5/aura_qa.nemo" "$exp/ablation/probe_stage5" "$probe_stage5_args"
+  if [ -f "$aura_final" ]; then
+    run_probe "$aura_final" "$exp/ablation/probe_stage5" "$probe_stage5_args"
   else
-    log "  no $exp/stage5/aura_qa.nemo (stage 5 not run): no probe of the fine-tuned model"
+    log "  no $aura_final (stages 4-5 not run): no probe of the final AuRA"
   fi
 }
 

@@ -9,7 +9,9 @@ data_preset=default                         # stage 1: recipes/aura/local/prepar
 cache_batch_size=8                          # stage 2
 bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
 distill_overrides=""                        # stage 3: extra Hydra overrides
-hearing_overrides=""                        # stage 3, second run: conf/hearing.yaml overrides ('none': skip it)
+reading=vocab                               # stage 3, reading run: vocab (conf/reading_ctc.yaml) | collapsed | none
+reading_overrides=""                        # stage 3, reading=vocab: conf/reading_ctc.yaml overrides
+hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, bridge QA
 aura_finetune_overrides=""                  # stage 5, AuRA: conf/aura_qa.yaml holds its settings and budget
 bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
