@@ -295,7 +295,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in self.parameters()),
         }
-        counts["deployable"] = counts["llm_base"] + counts["lora"] + counts["patch_embedding"] + counts["boundary_head"]
+        counts["deployable"] = counts["llm_base"] + counts["lora"] + counts["patch_embedding"] + counts["boundary_head"] + (
+            counts["ctc_head"] if self.reading_span == "vocab" else 0)  # the vocab span reads through its CTC head
         return counts
 
     # ------------------------------------------------------------------ forward pieces
