@@ -84,12 +84,13 @@ def test_vocab_ctc_at_the_last_lora_layer_trains_and_is_left_out_of_the_export(t
     with open_dict(tiny_cfg):
         tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 0.0, "ctc_weight": 1.0}
     model = AuRAModel(tiny_cfg)
-    assert model.parameter_counts()["ctc_head"] == model.llm.config.hidden_size + 1
+    d = model.llm.config.hidden_size
+    assert model.parameter_counts()["ctc_head"] == d + 1 + d * d + d  # blank, scale, the square map (no classes)
     batch = qa_batch(model, tmp_path)
     losses = _train_steps(model, batch, 15, "ctc_loss")
     assert losses[0] > 0 and losses[-1] < 0.8 * losses[0], losses
     embeddings = model.llm.get_input_embeddings().weight
-    assert not embeddings.requires_grad  # tied to the frozen vocabulary: only blank + scale are new
+    assert not embeddings.requires_grad  # tied to the frozen vocabulary: only blank, scale and the map are new
     path = model.export_encoder_free(str(tmp_path / "free.nemo"))
     restored = AuRAModel.restore_from(path, map_location="cpu")
     assert restored.ctc_head is None and restored.ctc_weight == 0.0
