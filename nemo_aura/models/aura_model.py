@@ -577,31 +577,15 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         k = self.ctc_layer
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], list(range(1, k + 1)),
                                  need_logits=False, audio_mask=inputs["audio_mask"])
-        states[0] = inputs["inputs_embeds"]
-        seqs, masks, pooled = [], [], {layer: [] for layer in range(1, k + 1)}
+        spans, pooled = [], {layer: [] for layer in range(1, k + 1)}
         for b in range(inputs["inputs_embeds"].shape[0]):
-            real = inputs["attention_mask"][b].bool()
             where = inputs["audio_mask"][b].nonzero().flatten()
             first, last = int(where[0]), int(where[-1]) + 1
             starts = self.boundary_head.starts(states[k][b, first:last])
-            embeds = inputs["inputs_embeds"][b]
-            span = pool_segments(states[0][b, first:last], starts)
-            keep_before = real.clone()
-            keep_before[first:] = False
-            seqs.append(torch.cat([embeds[keep_before], span, embeds[last:]]))
-            mask = torch.zeros(len(seqs[-1]), dtype=torch.bool, device=embeds.device)
-            mask[int(keep_before.sum()) : int(keep_before.sum()) + len(span)] = True
-            masks.append(mask)
+            spans.append(pool_segments(inputs["inputs_embeds"][b, first:last], starts))
             for layer in pooled:
                 pooled[layer].append(pool_segments(states[layer][b, first:last].float(), starts))
-        lengths = [len(x) for x in seqs]
-        out = {
-            "inputs_embeds": _left_pad(seqs, 0.0),
-            "audio_mask": _left_pad(masks, False),
-            "attention_mask": _left_pad([torch.ones(n, dtype=torch.long, device=seqs[0].device) for n in lengths], 0),
-            "patch_lens": torch.tensor([int(m.sum()) for m in masks]),
-        }
-        return out, {layer: torch.cat(v) for layer, v in pooled.items()}
+        return _replace_audio_spans(inputs, spans, audio=True), {layer: torch.cat(v) for layer, v in pooled.items()}
 
     def vocab_span_tokens(self, inputs: dict) -> list[tuple[Tensor, float]]:
         """``reading.span: vocab``: each item's audio span runs through layers 1..K (in its prompt, as in training)
@@ -617,23 +601,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """``reading.span: vocab`` at inference: the audio span replaced by the embeddings of its CTC tokens. The
         prompt is then plain text (``audio_mask`` all false: no adapter acts), left-padded like ``inputs``."""
         tokens = [ids for ids, _ in self.vocab_span_tokens(inputs)]
-        embed = self.llm.get_input_embeddings()
-        seqs = []
-        for b, ids in enumerate(tokens):
-            real, audio = inputs["attention_mask"][b].bool(), inputs["audio_mask"][b]
-            where = audio.nonzero().flatten()
-            first, last = int(where[0]), int(where[-1]) + 1
-            embeds = inputs["inputs_embeds"][b]
-            before = embeds[:first][real[:first]]
-            seqs.append(torch.cat([before, embed(ids.to(embeds.device)).to(embeds.dtype), embeds[last:]]))
-        lengths = [len(x) for x in seqs]
-        device = seqs[0].device
-        return {
-            "inputs_embeds": _left_pad(seqs, 0.0),
-            "audio_mask": _left_pad([torch.zeros(n, dtype=torch.bool, device=device) for n in lengths], False),
-            "attention_mask": _left_pad([torch.ones(n, dtype=torch.long, device=device) for n in lengths], 0),
-            "patch_lens": torch.tensor([len(ids) for ids in tokens]),
-        }, tokens
+        embeds = inputs["inputs_embeds"]
+        spans = [self.llm.get_input_embeddings()(ids.to(embeds.device)).to(embeds.dtype) for ids in tokens]
+        return _replace_audio_spans(inputs, spans, audio=False), tokens
 
     @contextmanager
     def replaced_span_states(self, audio_mask: Tensor, pooled: dict[int, Tensor]):
@@ -945,6 +915,29 @@ def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+
+
+def _replace_audio_spans(inputs: dict, spans: list[Tensor], audio: bool) -> dict:
+    """The left-padded prompts of ``inputs`` with each item's audio span replaced by ``spans[b]`` (any length):
+    ``inputs_embeds``, ``attention_mask``, ``audio_mask`` (the new span's positions if ``audio``, else none: plain
+    text) and ``patch_lens`` (the new span lengths)."""
+    seqs, masks = [], []
+    for b, span in enumerate(spans):
+        real, embeds = inputs["attention_mask"][b].bool(), inputs["inputs_embeds"][b]
+        where = inputs["audio_mask"][b].nonzero().flatten()
+        first, last = int(where[0]), int(where[-1]) + 1
+        before = embeds[:first][real[:first]]
+        seqs.append(torch.cat([before, span, embeds[last:]]))
+        mask = torch.zeros(len(seqs[-1]), dtype=torch.bool, device=embeds.device)
+        mask[len(before) : len(before) + len(span)] = audio
+        masks.append(mask)
+    device = seqs[0].device
+    return {
+        "inputs_embeds": _left_pad(seqs, 0.0),
+        "audio_mask": _left_pad(masks, False),
+        "attention_mask": _left_pad([torch.ones(len(x), dtype=torch.long, device=device) for x in seqs], 0),
+        "patch_lens": torch.tensor([len(span) for span in spans]),
+    }
 
 
 def _gather_audio_states(states: Tensor, audio_mask: Tensor, patch_mask: Tensor) -> Tensor:

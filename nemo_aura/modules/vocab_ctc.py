@@ -83,7 +83,7 @@ class VocabCTCHead(nn.Module):
             at = torch.searchsorted(self.token_ids, row).clamp(max=len(self.token_ids) - 1)
             rows.append(at[self.token_ids[at] == row])
         lens = torch.tensor([len(r) for r in rows], device=targets.device)
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0) if rows else targets, lens
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0), lens
 
     def forward(
         self, states: Tensor, state_lens: Tensor, embeddings: Tensor, targets: Tensor, target_lens: Tensor
