@@ -47,7 +47,7 @@ def build_model(cfg: DictConfig, trainer: Trainer) -> AuRAModel:
         raise FileNotFoundError(f"init_from_nemo: '{path}' is not a file")
     model = AuRAModel.restore_from(str(path), map_location="cpu", trainer=trainer)
     with open_dict(model.cfg):
-        for key in ("train_ds", "validation_ds", "optim", "loss", "prompts", "audio_span", "reading"):
+        for key in ("train_ds", "validation_ds", "optim", "loss", "prompts", "audio_span", "reading", "spec_augment"):
             if cfg.model.get(key) is not None:
                 model.cfg[key] = cfg.model[key]
     reading_layers = (cfg.model.get("lora") or {}).get("reading_layers")

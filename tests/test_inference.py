@@ -192,6 +192,7 @@ def test_merge_lora_of_a_full_model_keeps_its_distillation_layers(model, wavs, t
     merged = AuRAModel.restore_from(str(merge_file(str(tmp_path / "full.nemo"), str(tmp_path / "m.nemo")))).eval()
     assert merged.cfg.lora is None and merged.cfg.merged_lora.num_layers == 2
     assert merged.distillation.student_layers == model.distillation.student_layers
+    assert merged.lora_depth == model.lora_depth == 2  # K outlives the merge (the CTC layer, the layer map)
     assert merged.generate_ids(wavs[:1], max_new_tokens=3) == model.generate_ids(wavs[:1], max_new_tokens=3)
 
 

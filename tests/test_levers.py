@@ -311,3 +311,38 @@ def test_lora_reading_layers_extend_a_trained_model_above_k_without_changing_it(
         restored.add_reading_lora("upper")
     with pytest.raises(ValueError, match=r"reading_layers \[9\]"):
         restored.add_reading_lora([9])
+
+
+def test_spec_augment_masks_the_features_in_training_only_and_the_same_way_under_one_seed(tiny_cfg, tmp_path):
+    """model.spec_augment: the patch embedding's tokens change in training (masked log-mel), not in eval, a
+    seeded run draws the same masks, and a restored model fine-tuned with the key gets it (train.build_model)."""
+    from nemo_aura.train import build_model, compose_config
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.spec_augment = {"freq_masks": 2, "freq_width": 8, "time_masks": 4, "time_width": 0.1}
+    model = AuRAModel(tiny_cfg)
+    batch = AuRADataset(model.prompts, model.sample_rate, model.pad_id)[
+        CutSet.from_file(write_tiny_cuts(tmp_path / "cuts", n=2))]
+    audio, lens = batch["audio"], batch["audio_lens"]
+    pe = model.patch_embedding.eval()
+    clean, _ = pe(audio, lens)
+    assert torch.equal(clean, pe(audio, lens)[0])
+    pe.train()
+    torch.manual_seed(3)
+    masked, _ = pe(audio, lens)
+    torch.manual_seed(3)
+    assert torch.equal(masked, pe(audio, lens)[0])
+    assert not torch.allclose(masked, clean)
+    with pytest.raises(ValueError, match="spec_augment: unknown keys"):
+        pe.set_spec_augment({"time_mask": 2})
+
+    saved = str(tmp_path / "saved.nemo")
+    with open_dict(tiny_cfg):
+        tiny_cfg.spec_augment = None
+    AuRAModel(tiny_cfg).save_to(saved)
+    cuts = write_tiny_cuts(tmp_path / "train", n=2)
+    data = [f"model.train_ds.cuts_path={cuts}", f"model.validation_ds.cuts_path={cuts}", f"init_from_nemo={saved}"]
+    assert build_model(compose_config(data, config_name="finetune"), trainer=None).patch_embedding.spec_augment is None
+    tuned = build_model(compose_config(data + ["+model.spec_augment={time_masks: 2, time_width: 0.05}"],
+                                       config_name="finetune"), trainer=None)
+    assert tuned.patch_embedding.spec_augment is not None

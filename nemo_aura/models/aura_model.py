@@ -95,6 +95,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             llm.config.use_cache = False
         self.llm = student_parts.install_lora(llm, self.cfg.get("lora"))
+        # K, the distilled depth: fixed at construction (reading LoRA added later and a merge keep it)
+        self.lora_depth = student_parts.lora_depth(self.cfg.get("lora") or self.cfg.get("merged_lora"),
+                                                   self.num_llm_layers)
         self.prompts = PromptBuilder(
             tokenizer=self.tokenizer,
             prompt_format=self.cfg.prompt_format,
@@ -122,9 +125,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             OmegaConf.to_container(dcfg.layer_map) if isinstance(dcfg.layer_map, ListConfig) else dcfg.layer_map,
             student_depth=llm_depth,
             teacher_depth=self.teacher.num_layers,
-            num_student_layers=dcfg.get("num_student_layers") or student_parts.lora_depth(self.cfg.get("lora"), llm_depth),
+            num_student_layers=dcfg.get("num_student_layers") or self.lora_depth,
         )
-        k = student_parts.lora_depth(self.cfg.get("lora"), llm_depth)
+        k = self.lora_depth
         beyond = [s for s, _ in layer_map if s > k]
         if beyond:
             logging.warning(f"distillation targets student layers {beyond} above the LoRA depth K={k}")
@@ -139,6 +142,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     def setup_reading_levers(self) -> None:
         """(Re)build what ``cfg.audio_span`` and ``loss.ctc_weight`` ask for; called again when a restored model
         is fine-tuned with other settings (``nemo_aura.train.build_model``)."""
+        spec_augment = plain_dict(self.cfg.get("spec_augment"))
+        if hasattr(self.patch_embedding, "set_spec_augment"):
+            self.patch_embedding.set_spec_augment(spec_augment)
+        elif spec_augment:
+            raise ValueError(f"spec_augment: {type(self.patch_embedding).__name__} (this model's audio front end) "
+                             "does not mask its features; remove model.spec_augment")
         if getattr(self, "audio_span", None) is not None:
             self.audio_span.remove()
         self.audio_span = AudioSpan(plain_dict(self.cfg.get("audio_span")), self.llm)
@@ -147,7 +156,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             raise ValueError(f"reading.span must be 'frames', 'collapsed' or 'vocab', got {span!r}")
         needs_ctc = self.ctc_weight > 0 or span == "vocab"  # the vocab span reads the CTC head's tokens
         if needs_ctc and getattr(self, "ctc_head", None) is None:
-            if student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers) < 1:
+            if self.lora_depth < 1:
                 raise ValueError("loss.ctc_weight > 0 / reading.span vocab score the last LoRA layer, but the model "
                                  "has no LoRA layers")
             self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
@@ -254,7 +263,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     @property
     def ctc_layer(self) -> int:
         """The decoder layer (1-based) whose audio states the CTC head scores: K, the last LoRA layer."""
-        return student_parts.lora_depth(self.cfg.get("lora"), self.num_llm_layers)
+        return self.lora_depth
 
     @property
     def num_llm_layers(self) -> int:
@@ -807,7 +816,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         with open_dict(self._cfg):
             if self._cfg.get("distillation") and self._cfg.distillation.get("num_student_layers") is None:
                 # the default layer map follows the LoRA depth K, which `lora: null` would make 0: pin it
-                self._cfg.distillation.num_student_layers = student_parts.lora_depth(self._cfg.lora, self.num_llm_layers)
+                self._cfg.distillation.num_student_layers = self.lora_depth
             self._cfg.merged_lora = self._cfg.lora
             self._cfg.lora = None
         return self

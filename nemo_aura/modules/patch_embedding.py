@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor
+from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor, SpectrogramAugmentation
 from nemo.utils import logging
 
 STEMS = ("mlp", "whisper_conv")
@@ -69,6 +69,7 @@ class AudioPatchEmbedding(nn.Module):
         elif init_from_teacher:
             raise ValueError("patch_embedding.init_from_teacher needs patch_embedding.stem: whisper_conv")
         self.preprocessor = AudioToMelSpectrogramPreprocessor(**preprocessor)
+        self.spec_augment: SpectrogramAugmentation | None = None
         self.patch_size = patch_size
         self.stem = stem
         self.num_mels = int(preprocessor.get("features", 64))
@@ -104,6 +105,19 @@ class AudioPatchEmbedding(nn.Module):
 
     def num_patches(self, num_frames: Tensor) -> Tensor:
         return torch.div(num_frames + self.patch_size - 1, self.patch_size, rounding_mode="floor")
+
+    def set_spec_augment(self, spec_augment: dict | None) -> None:
+        """NeMo's SpecAugment on the log-mel in training (``None``: off). A few hours of synthetic speech are
+        learnt by heart within a few epochs; masking time and frequency bands is the ASR recipes' usual cure.
+        Its masks draw from torch's generator, so a seeded run masks the same way every time."""
+        if not spec_augment:
+            self.spec_augment = None
+            return
+        unknown = set(spec_augment) - {"freq_masks", "freq_width", "time_masks", "time_width", "mask_value"}
+        if unknown:
+            raise ValueError(f"spec_augment: unknown keys {sorted(unknown)} (expected freq_masks, freq_width, "
+                             "time_masks, time_width, mask_value)")
+        self.spec_augment = SpectrogramAugmentation(**spec_augment, use_vectorized_spec_augment=True)
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: nn.Module) -> None:
@@ -144,6 +158,8 @@ class AudioPatchEmbedding(nn.Module):
     def forward(self, audio: Tensor, audio_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) waveform, (B,) lengths -> (B, N, output_dim) tokens, (B,) token counts."""
         feats, feat_lens = self.preprocessor(input_signal=audio, length=audio_lens)  # (B, F, T)
+        if self.spec_augment is not None and self.training:
+            feats = self.spec_augment(input_spec=feats, length=feat_lens)
         if self.stem == "whisper_conv":
             frames = -(-feats.shape[-1] // self.patch_size) * self.patch_size
             # one more silence frame than kept: conv1 sees silence, not zeros, past the end (as in Whisper), so
