@@ -1,7 +1,9 @@
 """Builders for tiny, download-free models and data: used by the tests and by the tiny recipe preset (CI)."""
 from __future__ import annotations
 
+import io
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,47 @@ def build_tiny_whisper_dir(out_dir: Path, seed: int = 0) -> Path:
     seconds = config.max_source_positions * 2 // 100
     WhisperProcessor(WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=seconds), tokenizer).save_pretrained(out_dir)
     return out_dir
+
+
+def piper_available() -> bool:
+    """Whether the piper engine and its voice are installed (recipes/aura/local/install_voices.sh)."""
+    from nemo_aura.data.tts import piper_voice_path
+
+    try:
+        import piper  # noqa: F401
+
+        piper_voice_path()
+        return True
+    except (ImportError, RuntimeError):
+        return False
+
+
+def write_ct2_model(path, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None, *,
+                    spec: str = "WhisperSpec", revision: int = 3, version: int | None = None) -> Path:
+    """Write variables (float32/float16/int8/int16/int32, scalars allowed) in the CTranslate2 layout.
+
+    Used by the tests to build synthetic files; ``version`` exists so they can write a wrong one.
+    """
+    from nemo_aura.assets.ct2_whisper import CT2_BINARY_VERSION, CT2_DTYPE_CODES
+
+    version = CT2_BINARY_VERSION if version is None else version
+
+    def string(s: str) -> bytes:
+        b = s.encode("utf-8") + b"\0"
+        return struct.pack("<H", len(b)) + b
+
+    buf = io.BytesIO()
+    buf.write(struct.pack("<I", version) + string(spec) + struct.pack("<I", revision))
+    buf.write(struct.pack("<I", len(variables)))
+    for name, value in variables.items():
+        value = np.asarray(value, order="C")  # (ascontiguousarray would turn a scalar into a 1-D array)
+        if value.dtype not in CT2_DTYPE_CODES:
+            raise TypeError(f"variable {name!r}: dtype {value.dtype} cannot be written to a CTranslate2 file")
+        buf.write(string(name) + struct.pack("<B", value.ndim) + struct.pack(f"<{value.ndim}I", *value.shape))
+        buf.write(struct.pack("<BI", CT2_DTYPE_CODES[value.dtype], value.nbytes) + value.tobytes())
+    aliases = aliases or {}
+    buf.write(struct.pack("<I", len(aliases)))
+    for alias, target in aliases.items():
+        buf.write(string(alias) + string(target))
+    Path(path).write_bytes(buf.getvalue())
+    return Path(path)

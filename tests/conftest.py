@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "aura" / "local"))  # the recipe's stage drivers (score_benchmark, ...)
 
 from nemo_aura.testing import build_tiny_llm, tiny_conformer_teacher_cfg  # noqa: E402
 

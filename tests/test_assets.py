@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nemo_aura.assets.ct2_whisper import convert_ct2_whisper, read_ct2_file, read_ct2_model, write_ct2_model
+from nemo_aura.assets.ct2_whisper import convert_ct2_whisper, read_ct2_file
+from nemo_aura.testing import write_ct2_model
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
@@ -38,6 +39,10 @@ def tiny_whisper(tmp_path):
                   "suppress_ids_begin": [vocab["<|endoftext|>"]], "alignment_heads": [[1, 0]]}
     (tmp_path / "config.json").write_text(json.dumps(ct2_config))
     return model, vocab
+
+
+def read_ct2_resolved(path):
+    return read_ct2_file(path).resolved()
 
 
 def ct2_variables(model) -> dict[str, np.ndarray]:
@@ -101,7 +106,7 @@ def test_reader_round_trip_with_aliases_and_parts(tmp_path, tiny_whisper):
     for name, value in variables.items():
         assert ct2.variables[name].dtype == value.dtype and np.array_equal(ct2.variables[name], value), name
     assert ct2.variables["encoder/num_heads"].shape == () and int(ct2.variables["encoder/num_heads"]) == HEADS
-    resolved = read_ct2_model(blob)
+    resolved = read_ct2_resolved(blob)
     assert np.array_equal(resolved["decoder/projection/weight"], variables["decoder/embeddings/weight"])
 
 
@@ -161,17 +166,17 @@ def test_generation_config_of_a_multilingual_vocabulary(tiny_whisper):
 
 def test_ct2_reader_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.bin"):
-        read_ct2_model(tmp_path / "missing.bin")
+        read_ct2_resolved(tmp_path / "missing.bin")
     bad = tmp_path / "v5.bin"
     write_ct2_model(bad, {"encoder/num_heads": np.array(2, dtype=np.int16)}, version=5)
     with pytest.raises(ValueError, match=r"v5\.bin: CTranslate2 binary version 5"):
-        read_ct2_model(bad)
+        read_ct2_resolved(bad)
     write_ct2_model(tmp_path / "ok.bin", {"encoder/num_heads": np.array(2, dtype=np.int16),
                                           "encoder/conv1/weight": np.ones((4, 80, 3), dtype=np.float16)})
     data = (tmp_path / "ok.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(data[:-100])
     with pytest.raises(ValueError, match=r"cut\.bin: truncated CTranslate2 file"):
-        read_ct2_model(tmp_path / "cut.bin")
+        read_ct2_resolved(tmp_path / "cut.bin")
 
 
 def test_convert_errors_name_the_file(tmp_path, tiny_whisper):

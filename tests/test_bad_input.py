@@ -235,9 +235,9 @@ class _Answerer:
 def test_stage6_worker_goes_on_past_a_bad_item(tmp_path):
     from types import SimpleNamespace
 
-    from nemo_aura.scoring.benchmark import score_set
+    from score_benchmark import score_set
     from nemo_aura.scoring.items import QAItem
-    from nemo_aura.scoring.worker import answer_other_questions, answer_set, load_audios
+    from benchmark_worker import answer_other_questions, answer_set, load_audios
 
     for i, secs in enumerate((1.0, 3.0, 1.0, 1.0)):
         sf.write(tmp_path / f"{i}.wav", synth_wave(i, secs), 16000)

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from nemo_aura.data.corpus import PRESETS, add_voice_copies, assign_voices, closed_book_pool, load_spec, make_qa_items, pick_voice, plan_corpus
-from nemo_aura.data.tts import espeak_available, piper_available
+from nemo_aura.data.tts import espeak_available
+from nemo_aura.testing import piper_available
 from nemo_aura.data.user_corpora import BadEntriesError, check_cuts, heysquad_cuts, librispeech_cuts
 from nemo_aura.testing import synth_wave
 from conftest import needs

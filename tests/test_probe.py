@@ -7,7 +7,7 @@ from lhotse import CutSet
 
 from nemo_aura import AuRAModel
 from nemo_aura.data.teacher_cache import LAYERS_FIELD, build_teacher_cache
-from nemo_aura.scoring import probe
+import probe_layers as probe
 from nemo_aura.testing import write_tiny_cuts
 
 

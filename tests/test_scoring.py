@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nemo_aura.scoring.benchmark import to_markdown
+from score_benchmark import to_markdown
 from nemo_aura.scoring.items import load_items
 from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_interval, token_f1, wer
 from nemo_aura.scoring.systems import text_message
@@ -115,7 +115,7 @@ class _FakeSystem:
 
 def test_question_control_swaps_the_question_and_keeps_context_and_gold():
     from nemo_aura.scoring.items import QAItem
-    from nemo_aura.scoring.worker import answer_other_questions
+    from benchmark_worker import answer_other_questions
 
     items = [QAItem(id=f"q{i}", question=f"question {i}", answers=[f"question {i}"], context=f"ctx{i} words")
              for i in range(3)]
@@ -143,7 +143,7 @@ class _FakeSpeechModel:
 
 
 def test_spoken_qa_tells_a_model_that_hears_the_question_from_one_that_does_not(tmp_path):
-    from nemo_aura.scoring.reading import spoken_qa
+    from score_reading import spoken_qa
     from nemo_aura.testing import write_tiny_cuts
 
     cuts = write_tiny_cuts(tmp_path, n=4, task="qa")  # 4 questions of different lengths, distinct gold answers
@@ -159,7 +159,7 @@ def test_spoken_qa_tells_a_model_that_hears_the_question_from_one_that_does_not(
 def test_benchmark_reuse_workers_rescores_without_running_a_system(tmp_path):
     """--reuse-workers: a scorer change re-reads what the workers wrote; a worker that would run fails loudly here
     (no models exist), so passing means nothing ran."""
-    from nemo_aura.scoring.benchmark import main
+    from score_benchmark import main
 
     for name, answers in (("topline", ["Paris", "Rome"]), ("aura", ["Paris", "Paris"])):
         out = tmp_path / "bench" / name
@@ -180,7 +180,7 @@ def test_benchmark_reuse_workers_rescores_without_running_a_system(tmp_path):
 
 
 def test_target_decisions_follow_the_bound_and_direction():
-    from nemo_aura.scoring.benchmark import target_result
+    from score_benchmark import target_result
 
     assert target_result(1.2, 1.15, "<=")["met"] is False and target_result(1.1, 1.15, "<=")["met"] is True
     assert target_result(0.95, 0.9, ">=")["met"] is True and target_result(0.85, 0.9, ">=")["met"] is False
@@ -200,7 +200,7 @@ def _worker_dir(out, name, rows, **timing):
 def test_targets_are_decided_on_model_rss_first_token_and_equal_length_answers(tmp_path):
     """AuRA answers shortly (whole-answer latency 0.6x) and its total RSS is close (1.03x), but its model RSS is
     1.05x+ and its first token slower: the decisions follow what the systems do differently."""
-    from nemo_aura.scoring.benchmark import main
+    from score_benchmark import main
 
     out = tmp_path / "bench"
     rows = lambda answers: [{"id": f"q{i}", "question": "q", "answers": ["paris"], "answer": a, "answer_tokens": 1}  # noqa: E731
@@ -228,7 +228,7 @@ def test_targets_are_decided_on_model_rss_first_token_and_equal_length_answers(t
 
 
 def test_duplicate_ids_in_predictions_are_an_error():
-    from nemo_aura.scoring.benchmark import f1_interval
+    from score_benchmark import f1_interval
 
     rows = [{"id": "q1", "answer": "a", "answers": ["a"]}] * 2
     with pytest.raises(ValueError, match="item id 'q1' appears twice"):

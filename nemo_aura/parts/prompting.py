@@ -68,16 +68,9 @@ class PromptBuilder:
 
 def right_pad(seqs: list[Tensor], value) -> Tensor:
     """Stack sequences (L_i, ...) into (B, max L, ...), padding at the end."""
-    out = seqs[0].new_full((len(seqs), max(len(s) for s in seqs), *seqs[0].shape[1:]), value)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = s
-    return out
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)
 
 
 def left_pad(seqs: list[Tensor], value) -> Tensor:
     """Stack sequences padding at the start, so every prompt ends where generation begins."""
-    longest = max(len(s) for s in seqs)
-    out = seqs[0].new_full((len(seqs), longest, *seqs[0].shape[1:]), value)
-    for i, s in enumerate(seqs):
-        out[i, longest - len(s) :] = s
-    return out
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value, padding_side="left")

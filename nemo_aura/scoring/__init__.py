@@ -1,1 +1,1 @@
-"""Scoring of spoken QA: metrics, the compared systems, and the side-by-side benchmark (recipe stage 6)."""
+"""Scoring of spoken QA: metrics, test items and the compared systems (the recipe's stage-6/7 drivers use them)."""

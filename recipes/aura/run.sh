@@ -237,7 +237,7 @@ stage6() {
               --distill-report "$exp/stage3/distill_report.json")
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.scoring.benchmark "${args[@]}" $score_args
+  "$python" $local/score_benchmark.py "${args[@]}" $score_args
   # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
@@ -263,7 +263,7 @@ stage7() {
 run_probe() {  # <nemo> <out dir> <probe args>; skipped when its results exist
   if [ -f "$2/results.json" ]; then log "  $2/results.json exists: skipping this probe"; return 0; fi
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.scoring.probe --nemo "$1" --train-cuts "$exp/stage2/train/cuts.jsonl.gz" \
+  "$python" $local/probe_layers.py --nemo "$1" --train-cuts "$exp/stage2/train/cuts.jsonl.gz" \
     --dev-cuts "$exp/stage2/dev/cuts.jsonl.gz" --out "$2" $3
 }
 

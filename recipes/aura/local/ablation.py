@@ -13,7 +13,7 @@ A variant with ``init: <.nemo>`` starts from that model instead of ``--init`` (c
 the stage-3 models of the default, default_x2 and default_x4 corpora); when it sits in a recipe exp dir
 (``<exp>/<tag>/stage3/``), that tag's corpus size and stage times are reported with it.
 Each variant trains in its own process (``python -m nemo_aura.train --config-name finetune``: checkpoints,
-resume after a kill) into ``<out>/<variant>/``, then ``nemo_aura.scoring.reading`` scores it; finished
+resume after a kill) into ``<out>/<variant>/``, then ``score_reading.py`` scores it; finished
 variants are skipped on rerun. Writes ``results.json``, ``results.md`` and ``results.png`` under ``<out>``.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_variant(name: str, variant: Variant, args, spec, mix: Path) -> dict:
         timed_run(cmd, vdir / "train_seconds.txt")
     ledger = vdir / "train_seconds.txt"
     train_seconds = sum(float(x) for x in ledger.read_text().split()) if ledger.exists() else None
-    from nemo_aura.scoring.reading import evaluate
+    from score_reading import evaluate
 
     print(f"[ablation] {name}: scoring", flush=True)
     result = evaluate(str(nemo), str(args.asr_dev), str(args.qa_dev), args.items, args.text_items)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
-import io
 import json
 import os
 import shutil
@@ -134,41 +133,16 @@ def ensure_espeak_and_sox() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "espeak-ng", "sox"], check=True, env=env)
 
 
-def synthesize_espeak(text: str):
-    """16 kHz mono float32 speech: ``espeak-ng -v en-us -s 150 --stdout | sox -r 16000 -c 1 -b 16``."""
-    import soundfile as sf
-
-    espeak = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True,
-                            check=True)
-    wav = subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", "-t", "wav", "-"],
-                         input=espeak.stdout, capture_output=True, check=True)
-    audio, rate = sf.read(io.BytesIO(wav.stdout), dtype="float32")
-    assert rate == 16000, rate
-    return audio
-
-
-def word_error_rate(hypotheses: list[str], references: list[str]) -> float:
-    """Corpus WER after the project's transcript normalisation (lower case, no punctuation)."""
-    from nemo_aura.scoring.metrics import normalize_transcript
-
-    edits = words = 0
-    for hyp, ref in zip(hypotheses, references):
-        h, r = normalize_transcript(hyp).split(), normalize_transcript(ref).split()
-        row = list(range(len(h) + 1))
-        for i, rw in enumerate(r, 1):
-            prev, row[0] = row[0], i
-            for j, hw in enumerate(h, 1):
-                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
-        edits, words = edits + row[-1], words + len(r)
-    return edits / max(words, 1)
-
-
 def check_whisper(model_dir: Path) -> dict:
     """The converted model must transcribe synthesized English: corpus WER <= MAX_CHECK_WER."""
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+    from nemo_aura.data.tts import VoiceSpec, synthesize_espeak
+    from nemo_aura.scoring.metrics import wer
+
     ensure_espeak_and_sox()
+    voice = VoiceSpec(engine="espeak", name="en-us", voice="en-us", speed=150)
     with timed("whisper check: load") as load:
         processor = WhisperProcessor.from_pretrained(model_dir)
         model = WhisperForConditionalGeneration.from_pretrained(model_dir).eval()
@@ -176,16 +150,16 @@ def check_whisper(model_dir: Path) -> dict:
     items = []
     with timed("whisper check: synthesize + transcribe") as run:
         for text in CHECK_SENTENCES:
-            audio = synthesize_espeak(text)
+            audio = synthesize_espeak(text, voice)
             features = processor(audio, sampling_rate=16000, return_tensors="pt").input_features
             with torch.no_grad():
                 ids = model.generate(features, max_new_tokens=64, **options)
             hypothesis = processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
-            items.append({"text": text, "hypothesis": hypothesis, "wer": round(word_error_rate([hypothesis], [text]), 4),
+            items.append({"text": text, "hypothesis": hypothesis, "wer": round(wer([hypothesis], [text]), 4),
                           "audio_seconds": round(len(audio) / 16000, 2)})
             log(f"  {text!r} -> {hypothesis!r}")
-    score = word_error_rate([i["hypothesis"] for i in items], [i["text"] for i in items])
-    report = {"tts": "espeak-ng -v en-us -s 150 | sox -r 16000 -c 1 -b 16", "generate_options": options,
+    score = wer([i["hypothesis"] for i in items], [i["text"] for i in items])
+    report = {"tts": "espeak-ng -v en-us -s 150, resampled to 16 kHz (nemo_aura.data.tts)", "generate_options": options,
               "items": items, "wer": round(score, 4), "max_wer": MAX_CHECK_WER,
               "seconds": {"load": load.seconds, "synthesize_and_transcribe": run.seconds}}
     (model_dir / "check.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,11 +1,11 @@
 """Stage 6: spoken-QA accuracy, latency and peak memory of topline, cascade, bridge and AuRA, side by side.
 
-    python -m nemo_aura.scoring.benchmark --items test=exp/t/stage1/lhotse/qa_test_cuts.jsonl.gz \
+    python recipes/aura/local/score_benchmark.py --items test=exp/t/stage1/lhotse/qa_test_cuts.jsonl.gz \
         [--items mine=my_manifest.json] --llm-dir exp/models/smollm2-135m-instruct --asr exp/models/whisper-base \
         --aura exp/t/stage5/aura_qa.nemo --bridge exp/t/stage5/bridge_qa.nemo --out exp/t/stage6
 
 Each system runs in its own process (one after the other, never two at once) through
-``nemo_aura.scoring.worker``; this process only aggregates. Writes ``results.json``, ``results.md`` and
+``benchmark_worker.py``; this process only aggregates. Writes ``results.json``, ``results.md`` and
 PNG plots into ``--out``. Any saved AuRA/bridge ``.nemo`` can be benchmarked this way.
 
 The targets are decided on what the systems do differently: memory on model RSS (peak minus the identical
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_worker(system: str, args, paths: dict) -> dict:
     out = args.out / system
-    cmd = [sys.executable, "-m", "nemo_aura.scoring.worker", "--system", system, "--paths", json.dumps(paths),
+    cmd = [sys.executable, str(Path(__file__).with_name("benchmark_worker.py")), "--system", system, "--paths", json.dumps(paths),
            "--out", str(out), "--max-new-tokens", str(args.max_new_tokens), "--sweep-seconds", args.sweep_seconds]
     for spec in args.items:
         cmd += ["--items", spec]

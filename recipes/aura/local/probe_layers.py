@@ -6,7 +6,7 @@ holds in linearly readable form. The same probe on the teacher's cached layers (
 on the patch embedding's output (student layer 0) the floor. When the student's distilled layer reads about as
 well as the teacher's, distillation carried the content and what is missing is the LLM's reading of it.
 
-    python -m nemo_aura.scoring.probe --nemo exp/default/stage3/aura_distilled.nemo \
+    python recipes/aura/local/probe_layers.py --nemo exp/default/stage3/aura_distilled.nemo \
         --train-cuts exp/default/stage2/train/cuts.jsonl.gz --dev-cuts exp/default/stage2/dev/cuts.jsonl.gz \
         --layers 0 6 --teacher-layers 6 --out exp/default/probe
 """

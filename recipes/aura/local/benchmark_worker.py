@@ -2,7 +2,7 @@
 
 Every worker imports the same libraries before it loads its system, so the post-import RSS baseline
 is the same for all systems and the peak-RSS comparison measures the systems, not the imports.
-Run by ``nemo_aura.scoring.benchmark``; not meant to be called by hand. An item whose audio cannot be read or
+Run by ``score_benchmark.py``; not meant to be called by hand. An item whose audio cannot be read or
 that its system cannot answer (too long, ...) is a row with an ``error``; the other items go on.
 """
 from __future__ import annotations

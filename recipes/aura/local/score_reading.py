@@ -1,6 +1,6 @@
 """Does a model *read* its audio? Dev transcription WER, spoken-QA EM/F1, and text ability kept (issue 7).
 
-    python -m nemo_aura.scoring.reading --nemo model.nemo --asr-cuts dev.jsonl.gz --qa-cuts qa_dev.jsonl.gz \
+    python recipes/aura/local/score_reading.py --nemo model.nemo --asr-cuts dev.jsonl.gz --qa-cuts qa_dev.jsonl.gz \
         --out eval.json [--items 40] [--text-items 20]
 
 Text ability: the model's LLM with its adapters answers the text questions (no audio) and is compared with the
