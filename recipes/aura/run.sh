@@ -221,14 +221,15 @@ stage5() {
     train aura_qa aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
       ${aura_finetune_overrides:-}
   fi
-  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first, then $finetune_overrides QA steps.
+  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
+  # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
-  train finetune bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-    "$s5/bridge_asr.nemo" $bridge_asr_overrides
+  train bridge_asr bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+    "$s5/bridge_asr.nemo" ${bridge_asr_overrides:-}
   # shellcheck disable=SC2086
-  train finetune bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
-    "$s5/bridge_qa.nemo" $finetune_overrides
+  train bridge_qa bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
+    "$s5/bridge_qa.nemo" ${bridge_qa_overrides:-}
 }
 
 stage6() {

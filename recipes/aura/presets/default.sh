@@ -12,9 +12,9 @@ distill_overrides=""                        # stage 3: extra Hydra overrides
 reading=vocab                               # stage 3, reading run: vocab (conf/reading_ctc.yaml) | collapsed | none
 reading_overrides=""                        # stage 3, reading=vocab: conf/reading_ctc.yaml overrides
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
-finetune_overrides="trainer.max_steps=60 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"   # stage 5, bridge QA
-aura_finetune_overrides=""                  # stage 5, AuRA: conf/aura_qa.yaml holds its settings and budget
-bridge_asr_overrides="trainer.max_steps=30 trainer.val_check_interval=30 model.train_ds.batch_duration=40 model.validation_ds.batch_duration=40"  # bridge: transcripts first
+aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
+bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
+bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 before 2026-12-02)
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)

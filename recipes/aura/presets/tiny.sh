@@ -12,7 +12,7 @@ distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_
 reading=vocab
 reading_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
 hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
-finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
+bridge_qa_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 aura_finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"   # stage 5, AuRA: conf/aura_qa.yaml, shrunk
 bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 cascade_asr=$exp_root/models/tiny-ctc.nemo
