@@ -428,3 +428,51 @@ def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_t
         tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "lm_weight": 1.0}
     with pytest.raises(ValueError, match="reading.span vocab"):
         AuRAModel(tiny_cfg)
+
+
+def test_vocab_span_read_alone_gives_the_same_tokens_whatever_the_prompt_and_trains(tiny_cfg, tmp_path):
+    """``reading.context: audio``: layers 1..K see the audio span alone, so an item's CTC tokens are those of its span
+    run by itself, identical under the asr and the qa prompt (with a context) and in a batch of another length; the CTC
+    trains on the same pass. With the prompt as context (the default) the tokens see the prompt; other spans refuse."""
+    from nemo_aura.models.aura_model import _audio_span_alone
+    from nemo_aura.testing import synth_wave
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "vocab", "context": "audio"}
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    first, out = train_steps(model, asr_batch(model, tmp_path), steps=8)
+    assert out["ctc_loss"].item() < first["ctc_loss"]
+    model.eval()
+    audio = [torch.from_numpy(synth_wave(0, 1.5)), torch.from_numpy(synth_wave(1, 0.6))]
+
+    def span_states(task, contexts=None, batch=audio):
+        from nemo_aura.parts.audio import collate_waveforms
+        from nemo_aura.parts.prompting import right_pad
+
+        ids = [model.prompts.encode(m)[0] for m in model._messages(len(batch), None, task, contexts, None)]
+        waves, lens = collate_waveforms(batch)
+        inputs = model.embed_audio_and_text(waves, lens, right_pad(ids, model.pad_id),
+                                            torch.tensor([len(i) for i in ids]), left_pad=True)
+        alone = _audio_span_alone(inputs)
+        with torch.no_grad():
+            states, _ = model.run_llm(alone["inputs_embeds"], alone["attention_mask"], [model.ctc_layer], False,
+                                      audio_mask=alone["audio_mask"])
+        return [states[model.ctc_layer][b][alone["audio_mask"][b]] for b in range(len(batch))], inputs
+
+    asr_states, asr_inputs = span_states("asr")
+    qa_states, qa_inputs = span_states("qa", ["one two three four five six", "seven"])
+    single, _ = span_states("asr", batch=audio[1:])
+    assert asr_inputs["inputs_embeds"].shape[1] != qa_inputs["inputs_embeds"].shape[1]
+    for a, q in zip(asr_states, qa_states):
+        assert torch.allclose(a, q, atol=1e-5)
+    assert torch.allclose(asr_states[1], single[0], atol=1e-5)
+    with torch.no_grad():
+        assert [ids.tolist() for ids, _ in model.vocab_span_tokens(asr_inputs)] == \
+            [ids.tolist() for ids, _ in model.vocab_span_tokens(qa_inputs)]
+    with open_dict(tiny_cfg):
+        tiny_cfg.reading = {"span": "frames", "context": "audio"}
+    with pytest.raises(ValueError, match="reading.context audio"):
+        AuRAModel(tiny_cfg)

@@ -162,6 +162,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
         elif not needs_ctc:
             self.ctc_head = None
+        if self.reading_context == "audio" and span != "vocab":
+            raise ValueError(f"reading.context audio reads the audio span alone, which only reading.span vocab does at "
+                             f"inference (its upper layers read the CTC tokens); with span {span!r} use context prompt")
         if span == "collapsed" and getattr(self, "boundary_head", None) is None:
             self.boundary_head = BoundaryHead(self.llm.config.hidden_size)
         elif span != "collapsed":
@@ -220,6 +223,17 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         K+1; a boundary head finds the tokens at inference; ``modules.text_align``) or ``vocab`` (the greedy tokens
         of the CTC head over the vocabulary at layer K, read as text; ``modules.vocab_ctc``)."""
         return str((self.cfg.get("reading") or {}).get("span", "frames"))
+
+    @property
+    def reading_context(self) -> str:
+        """``reading.context``: what layers 1..K see around the audio span that the CTC head reads at layer K.
+        ``prompt``: the span inside its prompt (as distillation trained it). ``audio``: the span alone (vocab span
+        only): its tokens do not depend on the prompt or task, and training and the transcription pass skip the
+        prompt's text (QA contexts are often longer than the question's audio)."""
+        value = str((self.cfg.get("reading") or {}).get("context", "prompt"))
+        if value not in ("prompt", "audio"):
+            raise ValueError(f"reading.context must be 'prompt' or 'audio', got {value!r}")
+        return value
 
     @property
     def train_segments(self) -> str:
@@ -433,6 +447,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             # the upper layers train on the token-rate span they read at inference
             states, logits, labels = self.collapsed_forward(inputs, alignment[1])
         else:
+            if self.reading_context == "audio":  # vocab span: no next-token loss, only layers 1..K on the span
+                inputs = _audio_span_alone(inputs)
             states, logits = self.run_llm(
                 inputs["inputs_embeds"], inputs["attention_mask"], capture, need_logits=use_lm or use_kd,
                 audio_mask=inputs["audio_mask"],
@@ -600,6 +616,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """``reading.span: vocab``: each item's audio span runs through layers 1..K (in its prompt, as in training)
         and the CTC head over the vocabulary reads off its tokens (greedy): (ids, path log-prob) per item."""
         k = self.ctc_layer
+        if self.reading_context == "audio":
+            inputs = _audio_span_alone(inputs)
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [k], need_logits=False,
                                  audio_mask=inputs["audio_mask"])
         table = self.llm.get_input_embeddings().weight
@@ -947,6 +965,16 @@ def _replace_audio_spans(inputs: dict, spans: list[Tensor], audio: bool) -> dict
         "attention_mask": _left_pad([torch.ones(len(x), dtype=torch.long, device=device) for x in seqs], 0),
         "patch_lens": torch.tensor([len(span) for span in spans]),
     }
+
+
+def _audio_span_alone(inputs: dict) -> dict:
+    """The audio tokens of ``embed_audio_and_text``'s prompts, without their prompts: right-padded (B, N, D), every
+    valid position an audio position (``reading.context: audio``)."""
+    embeds, audio_mask = inputs["inputs_embeds"], inputs["audio_mask"]
+    spans = [embeds[b][audio_mask[b]] for b in range(embeds.shape[0])]
+    patch_mask = lengths_to_mask(inputs["patch_lens"].to(embeds.device), max(len(x) for x in spans))
+    return {"inputs_embeds": right_pad(spans, 0.0), "attention_mask": patch_mask.long(), "audio_mask": patch_mask,
+            "patch_lens": inputs["patch_lens"]}
 
 
 def _gather_audio_states(states: Tensor, audio_mask: Tensor, patch_mask: Tensor) -> Tensor:
