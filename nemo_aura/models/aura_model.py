@@ -6,7 +6,6 @@ Inference: the same path without the teacher (``export_encoder_free``).
 """
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,14 +36,15 @@ from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.nemo_tools import NeMoToolsMixin
 from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
+from nemo_aura.parts import lifecycle
 from nemo_aura.parts import student as student_parts
+from nemo_aura.parts.lifecycle import FROZEN_OMITTED
 from nemo_aura.parts import pretrained as pretrained_models
 from nemo_aura.parts.registration import register_plugin_namespace
 from nemo_aura.parts.restore import MmapSaveRestoreConnector, nemo_model_target
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
-FROZEN_OMITTED = "aura_frozen_weights_omitted"  # training checkpoints: the frozen parameters left out of state_dict
 
 
 class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
@@ -779,23 +779,16 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
 
     # ------------------------------------------------------------------ export
     def export_encoder_free(self, path: str) -> str:
-        """Write a ``.nemo`` with patch embedding + LLM + LoRA only: no teacher, no distillation head.
+        """A ``.nemo`` with patch embedding + LLM + LoRA only (``parts.lifecycle.export_encoder_free``)."""
+        return lifecycle.export_encoder_free(self, path)
 
-        Restoring it needs no teacher. Its loss is the LM loss (``loss.lm_weight`` becomes 1 if it was 0), or with
-        ``reading.span: vocab`` the CTC loss of the head it keeps.
-        """
-        cfg = copy.deepcopy(self._cfg)
-        with open_dict(cfg):
-            cfg.teacher = None
-            cfg.distillation = None
-            if self.reading_span == "vocab":  # it reads through its CTC head, which only CTC trains
-                cfg.loss = {"distill_weight": 0.0, "lm_weight": 0.0, "ctc_weight": self.ctc_weight or 1.0}
-            else:
-                cfg.loss = {"distill_weight": 0.0, "lm_weight": self.lm_weight or 1.0}
-        ctc_head = self.ctc_head if self.reading_span == "vocab" else None
-        with self._swapped(cfg=cfg, teacher=None, distillation=None, ctc_head=ctc_head):
-            self.save_to(path)
-        return path
+    def merge_lora(self) -> "AuRAModel":
+        """Fold LoRA into the base LLM weights (``parts.lifecycle.merge_lora``): same outputs, no adapter layers."""
+        return lifecycle.merge_lora(self)
+
+    def save_hf(self, out_dir: str) -> Path:
+        """The (merged) LLM as a plain HF directory + the patch embedding (``parts.lifecycle.save_hf``)."""
+        return lifecycle.save_hf(self, out_dir)
 
     def add_reading_lora(self, reading_layers: str | list[int]) -> list[int]:
         """LoRA on more decoder layers than the distilled K (``lora.reading_layers``, issue 7 lever 6), added to a
@@ -816,39 +809,6 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             if getattr(self, "audio_span", None) is not None:
                 self.setup_reading_levers()  # its gate hooks cover the new LoRA layers too
         return added
-
-    def merge_lora(self) -> "AuRAModel":
-        """Fold LoRA into the base LLM weights (peft ``merge_and_unload``): same outputs, no adapter layers.
-
-        The config records it (``lora: null``, ``merged_lora: <old lora config>``) so a saved merged model
-        restores without installing LoRA again.
-        """
-        from peft import PeftModel
-
-        if not isinstance(self.llm, PeftModel):
-            raise ValueError("this model has no LoRA adapters to merge (already merged, or trained without LoRA)")
-        if self.audio_span.lora_scope == "audio":
-            raise ValueError("audio_span.lora: audio applies LoRA to the audio positions only, which merged weights "
-                             "cannot express; keep the adapters (generation cost is the same, see README)")
-        self.llm = self.llm.merge_and_unload()
-        with open_dict(self._cfg):
-            if self._cfg.get("distillation") and self._cfg.distillation.get("num_student_layers") is None:
-                # the default layer map follows the LoRA depth K, which `lora: null` would make 0: pin it
-                self._cfg.distillation.num_student_layers = self.lora_depth
-            self._cfg.merged_lora = self._cfg.lora
-            self._cfg.lora = None
-        return self
-
-    def save_hf(self, out_dir: str) -> Path:
-        """The (merged) LLM as a plain HF directory + ``patch_embedding.pt`` and its config, for other runtimes."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        llm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
-        llm.save_pretrained(out)
-        self.tokenizer.tokenizer.save_pretrained(out)
-        torch.save(self.patch_embedding.state_dict(), out / "patch_embedding.pt")
-        OmegaConf.save(self.cfg, out / "aura_config.yaml")
-        return out
 
     @classmethod
     def restore_from(
@@ -879,69 +839,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
 
     @classmethod
     def load_checkpoint(cls, path: str, map_location: str = "cpu") -> "AuRAModel":
-        """A model from a Lightning/exp_manager ``.ckpt``: the config from its hyper-parameters, all weights
-        (frozen LLM included) from its state dict. Needs the LLM directory named in the config for the
-        architecture and tokenizer (a ``.nemo`` carries them itself)."""
-        from nemo.core.classes.common import _get_allowed_target_class
-
-        ckpt = load_checkpoint_file(path, map_location)
-        if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
-            raise ValueError(f"{path}: not an AuRA training checkpoint (no hyper_parameters.cfg)")
-        cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
-        omitted = set(ckpt.get(FROZEN_OMITTED) or [])
-        with open_dict(cfg):
-            cfg.pop("train_ds", None)
-            cfg.pop("validation_ds", None)
-            if not omitted:
-                cfg.student.pretrained_weights = False  # the checkpoint holds them
-            if cfg.student.get("skeleton") and not Path(str(cfg.student.skeleton)).is_file():
-                cfg.student.pop("skeleton")
-        model_cls = _get_allowed_target_class(cfg.target) if cfg.get("target") else cls
-        model = model_cls(cfg)
-        if omitted:  # a training checkpoint: the frozen weights come from the config's LLM / teacher, as at resume
-            model.on_load_checkpoint(ckpt)
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-        return model
-
-    @contextmanager
-    def _swapped(self, cfg: DictConfig, **modules):
-        saved_cfg, saved = self._cfg, {k: getattr(self, k) for k in modules}
-        self._cfg = cfg
-        for k, v in modules.items():
-            setattr(self, k, v)
-        try:
-            yield
-        finally:
-            self._cfg = saved_cfg
-            for k, v in saved.items():
-                setattr(self, k, v)
-
-
-def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict:
-    """A Lightning checkpoint read with ``torch.load(weights_only=True)``: tensors, containers and the OmegaConf
-    types its config is stored as; anything else a pickle names is refused instead of run. (Lightning's own
-    ``load_from_checkpoint`` unpickles everything: trusted files only.)"""
-    import pickle
-    import typing
-    from collections import defaultdict
-
-    from omegaconf import nodes
-    from omegaconf.base import ContainerMetadata, Metadata
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    allowed = [DictConfig, ListConfig, ContainerMetadata, Metadata, nodes.AnyNode, nodes.StringNode, nodes.IntegerNode,
-               nodes.FloatNode, nodes.BooleanNode, typing.Any, dict, list, int, defaultdict]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: not loaded: it holds objects other than weights and configs, which nemo-aura does "
-                         f"not unpickle ({str(e).splitlines()[0][:300]})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-
-
+        """A model from a Lightning/exp_manager ``.ckpt``, read without unpickling (``parts.lifecycle``)."""
+        return lifecycle.load_checkpoint(cls, path, map_location)
 
 
 def _replace_audio_spans(inputs: dict, spans: list[Tensor], audio: bool) -> dict:
