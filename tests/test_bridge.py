@@ -46,3 +46,19 @@ def test_bridge_matches_aura_budget_trains_from_cache_and_round_trips(tiny_cfg, 
     assert isinstance(restored, BridgeModel)
     wave = [torch.from_numpy(cached[0].load_audio()[0])]
     assert restored.generate(wave, task="asr", max_new_tokens=5) == bridge.generate(wave, task="asr", max_new_tokens=5)
+
+
+def test_both_model_classes_provide_what_the_inference_mixin_needs(tiny_cfg):
+    """``InferenceHost`` is the mixin's contract: every attribute and method it names exists on a built model."""
+    import inspect
+
+    from nemo_aura.models.inference import InferenceHost
+
+    aura = AuRAModel(tiny_cfg)
+    bridge = BridgeModel(bridge_config_from_aura(tiny_cfg, aura.num_llm_layers))
+    names = [n for n in vars(InferenceHost).get("__annotations__", {})] + [
+        n for n, v in vars(InferenceHost).items() if inspect.isfunction(v) and not n.startswith("_")]
+    for model in (aura, bridge):
+        assert isinstance(model, InferenceHost)
+        missing = [n for n in names if not hasattr(model, n)]
+        assert not missing, (type(model).__name__, missing)

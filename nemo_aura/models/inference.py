@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -68,8 +68,35 @@ class _AudioItems(Dataset):
         return wave
 
 
+@runtime_checkable
+class InferenceHost(Protocol):
+    """What ``AuRAInferenceMixin`` needs from the model it is mixed into (``AuRAModel`` and the bridge provide it)."""
+
+    cfg: Any  # prompt_format, generation defaults, max_audio_seconds, long_audio, stop_tokens
+    llm: torch.nn.Module  # the HF causal LM (peft-wrapped while it carries LoRA)
+    tokenizer: Any  # NeMo tokenizer of the LLM
+    prompts: Any  # parts.prompting.PromptBuilder
+    audio_span: Any  # parts.audio_span.AudioSpan: audio-only LoRA / bidirectional audio attention
+    device: torch.device
+    sample_rate: int
+    pad_id: int
+    reading_span: str  # frames | collapsed | vocab
+
+    def embed_audio_and_text(self, audio: Tensor, audio_lens: Tensor, input_ids: Tensor, input_lens: Tensor,
+                             loss_mask: Tensor | None = None, left_pad: bool = False, audio_tokens=None) -> dict: ...
+
+    def collapse_audio_span(self, inputs: dict) -> tuple[dict, dict]: ...
+
+    def replaced_span_states(self, audio_mask: Tensor, pooled: dict): ...
+
+    def vocab_span_tokens(self, inputs: dict) -> list[tuple[Tensor, float]]: ...
+
+    def read_span_as_tokens(self, inputs: dict) -> tuple[dict, list[Tensor]]: ...
+
+
 class AuRAInferenceMixin(ASRTranscriptionMixin):
-    """Mixed into ``AuRAModel``: everything a user of a trained model calls.
+    """Mixed into ``AuRAModel``: everything a user of a trained model calls. The host's side of the contract is
+    ``InferenceHost``.
 
     Generation defaults may be set in the model config (``generation: {max_new_tokens: 64, ...}``, any
     Hugging Face ``generate`` option); arguments given to ``generate`` override them.
