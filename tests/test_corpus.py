@@ -48,8 +48,9 @@ def test_tiny_corpus_builds_validates_and_is_reproducible(tmp_path):
 
     manifests = sorted((tmp_path / "a" / "lhotse").glob("*.jsonl.gz"))
     assert all(summary["subsets"][f"mf_{s}"]["utterances"] == n for s, n in tiny.multi_fact.items())
-    # {distill_train,dev, qa_train,dev,test, mf_train,dev,test,test_seen} x {recordings, supervisions, cuts}
-    assert len(manifests) == 27
+    assert summary["subsets"]["words_train"]["utterances"] == tiny.word_sequences
+    # {distill_train,dev, qa_train,dev,test, mf_train,dev,test,test_seen, words_train} x {recordings, supervisions, cuts}
+    assert len(manifests) == 30
     for manifest in manifests:
         validate(load_manifest(manifest), read_data=True)
     lhotse_cli = Path(sys.executable).with_name("lhotse")  # the CLI too, on one of them
@@ -155,7 +156,8 @@ def test_tiny_plan_is_seeded():
     tiny = PRESETS["tiny"]
     a, b, c = (plan_corpus(tiny, SPEC, None, seed) for seed in (0, 0, 1))
     assert a == b and a != c
-    assert len(a) == tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values())
+    assert len(a) == tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values()) \
+        + tiny.word_sequences
     assert len({u.id for u in a}) == len(a) and all(u.voice.engine == "espeak" for u in a)
     assert assign_voices(list(reversed(a)), tiny.engines, 0) == list(reversed(a))  # per id, not per position
 
@@ -169,7 +171,7 @@ def test_voice_copies_keep_the_originals_and_use_other_voices():
     assert len(copies) == 3 * tiny.distill_train and all(u.split == "train" and u.task == "asr" for u in copies)
     assert len({u.id for u in four}) == len(four)
     for u in one:
-        if u.task == "asr" and u.split == "train":
+        if u.subset == "distill" and u.split == "train":
             voices = [u.voice.name] + [c.voice.name for c in copies if c.id.startswith(u.id + "-v")]
             assert len(voices) == 4 and len(set(voices)) == 4, voices
     with pytest.raises(ValueError, match="distinct voices"):
@@ -266,3 +268,26 @@ def test_duplicate_ids_and_untokenisable_text_are_caught(tmp_path):
     logged = []
     kept = check_cuts(cuts, "mine", log=logged.append)
     assert len(kept) == 1 and any("duplicate id" in m for m in logged)
+
+
+def test_word_sequences_never_say_a_word_first_heard_at_test_time(tmp_path):
+    """Random word sequences draw from the training transcripts' words and the lexicon, but never a word that only
+    dev/test utterances say (their names stay unheard); the same seed gives the same texts."""
+    from nemo_aura.data.corpus import UtteranceSpec, read_lexicon, word_sequence_texts
+
+    utts = [UtteranceSpec("distill-train-0", "Where did Alice move?", "train", "asr", "template"),
+            UtteranceSpec("distill-train-1", "What does Bob play?", "train", "asr", "template"),
+            UtteranceSpec("mf-test-0", "Where did Zebulon move?", "test", "qa", "qa-multi-fact")]
+    lexicon = tmp_path / "words"
+    lexicon.write_text("Zebulon\nzebulon's\ncanoe\nkettle\nBob\nx\n")
+    assert read_lexicon(lexicon) == ["Zebulon", "canoe", "kettle", "Bob"]
+    texts = word_sequence_texts(utts, 200, seed=0, lexicon=lexicon)
+    drawn = {w for t in texts for w in t.split()}
+    assert "Zebulon" not in drawn and {"canoe", "kettle", "Alice", "play"} <= drawn
+    assert all(4 <= len(t.split()) <= 10 for t in texts)
+    assert texts == word_sequence_texts(utts, 200, seed=0, lexicon=lexicon) != word_sequence_texts(utts, 200, seed=1,
+                                                                                                      lexicon=lexicon)
+    assert {w for t in word_sequence_texts(utts, 50, seed=0) for w in t.split()} <= {
+        "Where", "did", "Alice", "move", "What", "does", "Bob", "play"}
+    with pytest.raises(FileNotFoundError, match="wamerican"):
+        word_sequence_texts(utts, 5, seed=0, lexicon=tmp_path / "missing")

@@ -66,6 +66,8 @@ class UtteranceSpec:
 
     @property
     def subset(self) -> str:
+        if self.source == WORD_SEQUENCE:
+            return "words"
         if self.multi_fact:
             return "mf"
         return "qa" if self.task == "qa" else "distill"
@@ -85,16 +87,21 @@ class CorpusPreset:
     # multi-fact spoken QA (``multi_fact`` in the spec): items per split, an even number (items come in pairs)
     multi_fact: dict[str, int] = field(default_factory=lambda: {"train": 800, "dev": 120, "test": 150, "test_seen": 150})
     train_voices: int = 1  # distillation-train texts spoken by this many distinct voices (data scale, issue 7)
+    # transcribed speech of random word sequences (subset ``words_train``): no sentence to learn by heart, and words
+    # the sentences never say; drawn from the training transcripts' words and ``lexicon`` (a word list, one per line)
+    word_sequences: int = 0
+    lexicon: str | None = None
 
 
 PRESETS = {
-    "default": CorpusPreset(distill_train=None, distill_dev=120),
+    "default": CorpusPreset(distill_train=None, distill_dev=120, word_sequences=2000,
+                            lexicon="/usr/share/dict/american-english"),  # Debian wamerican (stage 0 installs it)
     # Data scale (issue 7, lever 7): the text sources are exhausted at the default size, so more data = the
     # same train texts in more voices. Dev/QA are the default's, and so is every default utterance (same id,
     # voice and seed: ``--reuse-audio-from`` links the default's wavs instead of synthesizing them again).
     "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},
                          engines=("espeak",), use_downloads=False, templated=40,
-                         multi_fact={"train": 6, "dev": 4, "test": 4, "test_seen": 4}),
+                         multi_fact={"train": 6, "dev": 4, "test": 4, "test_seen": 4}, word_sequences=12),
 }
 PRESETS.update({f"{base}_x{n}": dataclasses.replace(PRESETS[base], train_voices=n)  # tiny_x2: the CI check
                 for base, n in (("default", 2), ("default", 4), ("tiny", 2))})
@@ -337,11 +344,46 @@ def plan_corpus(preset: CorpusPreset, spec: dict, downloads: Path | None, seed: 
                                context=it["context"], answers=tuple(it["answers"]), kind=it["kind"],
                                control=ids[i ^ 1], multi_fact=True)
                  for i, it in enumerate(items)]
+    if preset.word_sequences:
+        texts = word_sequence_texts(utts, preset.word_sequences, seed, preset.lexicon)
+        utts += [UtteranceSpec(f"words-train-{i:05d}", text, "train", "asr", WORD_SEQUENCE)
+                 for i, text in enumerate(texts)]
     utts = assign_voices(utts, preset.engines, seed)
     if preset.train_voices > 1:
-        train_utts = [u for u in utts if u.task == "asr" and u.split == "train"]
+        train_utts = [u for u in utts if u.subset == "distill" and u.split == "train"]
         utts += add_voice_copies(train_utts, preset.train_voices, preset.engines, seed)
     return utts
+
+
+WORD_SEQUENCE = "word-sequence"
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def read_lexicon(path: str | Path) -> list[str]:
+    """Plain alphabetic words of a word list (one per line; possessives and other forms with symbols dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus lexicon '{path}' does not exist (Debian: apt-get install wamerican; recipe "
+                                "stage 0 installs it)")
+    return [w for w in path.read_text(encoding="utf-8", errors="replace").split() if _WORD.fullmatch(w) and len(w) > 1]
+
+
+def word_sequence_texts(utts: list[UtteranceSpec], count: int, seed: int, lexicon: str | Path | None = None,
+                        words: tuple[int, int] = (4, 10)) -> list[str]:
+    """``count`` random sequences of ``words`` words: each word, with even odds, from the training utterances' words
+    or from ``lexicon``. A word any dev/test utterance says and no training utterance does is never drawn, so words
+    and names first heard at test time stay unheard."""
+    spoken = {split: {w for u in utts if (u.split == "train") == (split == "train") for w in _WORD.findall(u.text)}
+              for split in ("train", "held")}
+    heard = {w.lower() for w in spoken["train"]}
+    held_out = {w.lower() for w in spoken["held"]} - heard
+    train_words = sorted(spoken["train"])
+    extra = sorted({w for w in read_lexicon(lexicon) if w.lower() not in held_out}) if lexicon else []
+    if not train_words:
+        raise ValueError("word sequences need training utterances to draw words from")
+    rng = random.Random(f"{seed}-word-sequences")
+    return [" ".join(rng.choice(extra if extra and rng.random() < 0.5 else train_words)
+                     for _ in range(rng.randint(*words))) for _ in range(count)]
 
 
 def _wheel(downloads: Path, name: str) -> Path:

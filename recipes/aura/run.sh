@@ -89,6 +89,7 @@ qa_train=$stage1/lhotse/qa_train_cuts.jsonl.gz
 qa_dev=$stage1/lhotse/qa_dev_cuts.jsonl.gz
 qa_test=$stage1/lhotse/qa_test_cuts.jsonl.gz
 mf_train=$stage1/lhotse/mf_train_cuts.jsonl.gz
+words_train=$stage1/lhotse/words_train_cuts.jsonl.gz   # random word sequences (presets with word_sequences > 0)
 mf_dev=$stage1/lhotse/mf_dev_cuts.jsonl.gz
 mf_test=$stage1/lhotse/mf_test_cuts.jsonl.gz
 mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
@@ -151,11 +152,13 @@ stage3() {
 }
 
 # CTC over the LLM's vocabulary at layer K on all the transcribed speech (distillation sentences, QA and multi-fact
-# questions in their prompts); generation reads the greedy tokens as text (reading.span: vocab).
+# questions in their prompts, random word sequences); generation reads the greedy tokens as text (reading.span: vocab).
 reading_vocab() {
   if [ -f "$reading_ctc_nemo" ]; then log "  $reading_ctc_nemo exists: skipping the vocabulary-CTC reading run"; return 0; fi
+  local words=()
+  [ -f "$words_train" ] && words=("$words_train")
   "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_train" "$qa_train" \
-    "$mf_train" > /dev/null
+    "$mf_train" "${words[@]}" > /dev/null
   # shellcheck disable=SC2086
   "$python" -m nemo_aura.train --config-name reading_ctc "${model_overrides[@]}" init_from_nemo="$distilled" \
     model.train_ds.cuts_path="$exp/stage3/reading_ctc_mix.jsonl.gz" model.validation_ds.cuts_path="$distill_dev" \
