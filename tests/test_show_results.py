@@ -50,3 +50,26 @@ def test_snapshot_copies_reports_and_points_plots_at_the_copies(tmp_path):
 def test_snapshot_of_a_run_without_reports_says_what_is_missing(tmp_path):
     with pytest.raises(SystemExit, match="no results.md under .*run stage 6 or 7 first"):
         load_show_results().main(["--exp", str(tmp_path), "--out", str(tmp_path / "snap")])
+
+
+def test_reading_runs_are_compared_by_their_validation_rows(tmp_path):
+    """compare_reading_runs: the validation rows of each run's CSV log, the end-of-fit repeat kept once, JSON +
+    Markdown + plot; a directory without a log is a clear error."""
+    import compare_reading_runs
+
+    def log(name, rows):
+        d = tmp_path / name / "csv"
+        d.mkdir(parents=True)
+        lines = ["epoch,loss,step,train_step_timing in s,val_loss"] + rows
+        (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+        return tmp_path / name
+
+    a = log("a", ["0,,0,,9.0", "0,5.0,4,1.0,", "0,,249,,5.0", "0,,499,,4.0", "0,,500,,4.0"])
+    b = log("b", ["0,,249,,6.0"])
+    runs = compare_reading_runs.main(["--run", f"first={a}", "--run", f"second={b}", "--out", str(tmp_path / "out")])
+    assert runs["first"]["points"] == [(1, 9.0), (250, 5.0), (500, 4.0)] and runs["second"]["points"] == [(250, 6.0)]
+    md = (tmp_path / "out" / "reading_runs.md").read_text()
+    assert "| first | 9.000 | 5.000 | 4.000 |" in md and "| second |  | 6.000 |  |" in md
+    assert (tmp_path / "out" / "reading_runs.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no csv/metrics.csv"):
+        compare_reading_runs.main(["--run", f"x={tmp_path / 'nothing'}", "--out", str(tmp_path / "o2")])
