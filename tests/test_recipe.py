@@ -51,7 +51,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # stage 1-2: corpus and cache
     tiny = PRESETS["tiny"]
     assert json.loads((exp / "stage1" / "summary.json").read_text())["utterances"] == \
-        tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values())
+        tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values()) \
+        + tiny.word_sequences
     assert json.loads((exp / "stage2" / "cache_benchmark.json").read_text())["speedup"] > 0
     # stage 3: distillation moved the per-layer cosine up
     report = json.loads((exp / "stage3" / "distill_report.json").read_text())
@@ -98,6 +99,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert [r["steps"] for r in runs["aura"]] == [8, 4]  # the tiny preset's budgets, resume included
     assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo"]
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
+    from lhotse import CutSet
+
+    mix_ids = [c.id for c in CutSet.from_file(exp / "stage3" / "reading_ctc_mix.jsonl.gz")]
+    assert sum(i.startswith("words-train-") for i in mix_ids) == tiny.word_sequences  # the word sequences are read too
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
