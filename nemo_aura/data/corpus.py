@@ -375,11 +375,9 @@ def word_sequence_texts(utts: list[UtteranceSpec], count: int, seed: int, lexico
     """``count`` random sequences of ``words`` words: each word, with even odds, from the training utterances' words
     or from ``lexicon``. A word any dev/test utterance says and no training utterance does is never drawn, so words
     and names first heard at test time stay unheard."""
-    spoken = {split: {w for u in utts if (u.split == "train") == (split == "train") for w in _WORD.findall(u.text)}
-              for split in ("train", "held")}
-    heard = {w.lower() for w in spoken["train"]}
-    held_out = {w.lower() for w in spoken["held"]} - heard
-    train_words = sorted(spoken["train"])
+    train_words = sorted({w for u in utts if u.split == "train" for w in _WORD.findall(u.text)})
+    held_out = ({w.lower() for u in utts if u.split != "train" for w in _WORD.findall(u.text)}
+                - {w.lower() for w in train_words})
     extra = sorted({w for w in read_lexicon(lexicon) if w.lower() not in held_out}) if lexicon else []
     if not train_words:
         raise ValueError("word sequences need training utterances to draw words from")

@@ -871,7 +871,8 @@ def _audio_span_alone(inputs: dict) -> dict:
     valid position an audio position (``reading.context: audio``)."""
     embeds, audio_mask = inputs["inputs_embeds"], inputs["audio_mask"]
     spans = [embeds[b][audio_mask[b]] for b in range(embeds.shape[0])]
-    patch_mask = lengths_to_mask(inputs["patch_lens"].to(embeds.device), max(len(x) for x in spans))
+    patch_lens = inputs["patch_lens"].to(embeds.device)
+    patch_mask = lengths_to_mask(patch_lens, int(patch_lens.max()))
     return {"inputs_embeds": right_pad(spans, 0.0), "attention_mask": patch_mask.long(), "audio_mask": patch_mask,
             "patch_lens": inputs["patch_lens"]}
 

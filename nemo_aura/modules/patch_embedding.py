@@ -110,11 +110,11 @@ class AudioPatchEmbedding(nn.Module):
         if not spec_augment:
             self.spec_augment = None
             return
-        unknown = set(spec_augment) - {"freq_masks", "freq_width", "time_masks", "time_width", "mask_value"}
-        if unknown:
-            raise ValueError(f"spec_augment: unknown keys {sorted(unknown)} (expected freq_masks, freq_width, "
-                             "time_masks, time_width, mask_value)")
-        self.spec_augment = SpectrogramAugmentation(**spec_augment, use_vectorized_spec_augment=True)
+        try:  # NeMo's constructor knows its keys (freq/time/rect masks ...)
+            self.spec_augment = SpectrogramAugmentation(**spec_augment)
+        except TypeError as e:
+            raise ValueError(f"spec_augment: unknown keys in {sorted(spec_augment)} for NeMo's "
+                             f"SpectrogramAugmentation ({e})") from None
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: nn.Module) -> None:

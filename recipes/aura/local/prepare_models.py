@@ -122,15 +122,14 @@ def build_atomically(final: Path, build) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def ensure_espeak_and_sox() -> None:
-    """espeak-ng and sox come from Debian; install them if missing (root on these machines)."""
-    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
-    if not missing:
+def ensure_espeak() -> None:
+    """espeak-ng comes from Debian; install it if missing (root on these machines)."""
+    if shutil.which("espeak-ng") is not None:
         return
-    log(f"installing {missing} with apt-get")
+    log("installing espeak-ng with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "espeak-ng", "sox"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "espeak-ng"], check=True, env=env)
 
 
 def check_whisper(model_dir: Path) -> dict:
@@ -141,7 +140,7 @@ def check_whisper(model_dir: Path) -> dict:
     from nemo_aura.data.tts import VoiceSpec, synthesize_espeak
     from nemo_aura.scoring.metrics import wer
 
-    ensure_espeak_and_sox()
+    ensure_espeak()
     voice = VoiceSpec(engine="espeak", name="en-us", voice="en-us", speed=150)
     with timed("whisper check: load") as load:
         processor = WhisperProcessor.from_pretrained(model_dir)
