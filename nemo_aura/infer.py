@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from nemo_aura.parts.files import write_jsonl_atomic
@@ -192,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cli = OmegaConf.from_cli(argv)
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(InferConfig), cli))
+        try:
+            cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(InferConfig), cli))
+        except OmegaConfBaseException as e:  # an unknown key or a value of the wrong type
+            key = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
+            raise ValueError(f"{key}{str(e).splitlines()[0]} (python -m nemo_aura.infer --help)") from None
         summary = run(cfg)
     except (ValueError, OSError) as e:  # argument, manifest, output or model-file errors: before any inference
         print(f"[infer] error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nemo_aura.parts.files import atomic_path
+from nemo_aura.parts.files import write_nemo_atomic
 
 
 def merge_file(src: str, dst: str, hf_dir: str | None = None) -> Path:
@@ -21,8 +21,7 @@ def merge_file(src: str, dst: str, hf_dir: str | None = None) -> Path:
         raise FileNotFoundError(f"'{src}' does not exist")
     model = AuRAModel.restore_from(src, map_location="cpu").eval().merge_lora()
     dst = Path(dst)
-    with atomic_path(dst) as tmp:
-        model.save_to(str(tmp))
+    write_nemo_atomic(dst, model.save_to)
     if hf_dir:
         model.save_hf(hf_dir)
     return dst

@@ -22,8 +22,7 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 
 from nemo_aura.models.aura_model import AuRAModel
-from nemo_aura.parts.files import atomic_path, write_json_atomic
-from nemo_aura.parts.restore import nemo_model_target
+from nemo_aura.parts.files import write_json_atomic, write_nemo_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -117,9 +116,7 @@ def train(cfg: DictConfig) -> AuRAModel:
     write_json_atomic(report_dir / "validation_after.json", metrics_to_json(trainer.validate(model)), sort_keys=True)
     if cfg.report.get("save_nemo"):
         out = Path(cfg.report.save_nemo)
-        with atomic_path(out) as tmp:
-            model.save_to(str(tmp))
-            nemo_model_target(str(tmp))  # complete and readable before it takes the name a rerun skips on
+        write_nemo_atomic(out, model.save_to)
         logging.info(f"saved {out}")
     return model
 

@@ -161,6 +161,8 @@ def test_infer_checks_arguments_and_output_before_loading_the_model(nemo_path, t
         "batch_size=0": "batch_size must be a positive integer, got 0",
         "max_new_tokens=0": "max_new_tokens must be a positive integer",
         "task=translate": "task must be one of",
+        "no_such_key=1": "Key 'no_such_key' not in 'InferConfig'",
+        "batch_size=many": "batch_size: Value 'many' of type 'str' could not be converted to Integer",
     }
     for arg, message in cases.items():
         args = [f"model_path={nemo_path}", f"manifest={manifest}", f"output={tmp_path / 'out.json'}", arg]
@@ -257,6 +259,33 @@ def test_stage6_worker_goes_on_past_a_bad_item(tmp_path):
     assert scores["f1_other_question"] == 1.0  # over the one item with a control
 
 
+def test_hearing_scorer_goes_on_past_a_bad_item(tmp_path):
+    """Stage 6b: a missing or over-long audio (own or as another item's control) is that item's error, listed in
+    ``failed_ids`` and the Markdown; the other items are scored."""
+    from score_hearing import score_system, summarize, to_markdown
+    from nemo_aura.scoring.items import QAItem
+
+    class Hearer(_Answerer):
+        def transcribe(self, audio):
+            return "q"
+
+    for i, secs in enumerate((1.0, 3.0, 1.0, 1.0)):
+        sf.write(tmp_path / f"{i}.wav", synth_wave(i, secs), 16000)
+    items = [QAItem(id=f"q{i}", question="q", answers=["yes"], audio_path=str(tmp_path / f"{i}.wav")) for i in range(4)]
+    items.append(QAItem(id="q4", question="q", answers=["yes"], audio_path=str(tmp_path / "missing.wav")))
+    controls = ["q2", "q0", "q0", "q4", "q0"]  # q3's control is the missing audio
+    rows = score_system(Hearer(limit=2 * 16000), items, controls, 4)["rows"]
+    errors = {r["id"]: r["error"] for r in rows if "error" in r}
+    assert list(errors) == ["q1", "q3", "q4"]
+    assert "longer than 32000 samples" in errors["q1"] and "control q4" in errors["q3"] and "missing.wav" in errors["q4"]
+    out = summarize(rows)
+    assert out["items"] == 2 and out["failed_ids"] == ["q1", "q3", "q4"] and out["f1"] == 1.0 and out["wer"] == 0.0
+    md = to_markdown({"sets": {"mf": {"aura": out}}, "paths": {}})
+    assert "aura on mf: 3 (q1, q3, q4)" in md
+    with pytest.raises(SystemExit, match="no item was answered"):
+        summarize([r for r in rows if "error" in r])
+
+
 # ------------------------------------------------------------------------------------- temp folders
 def test_model_builds_leave_no_temporary_folders(tiny_cfg, tmp_path, monkeypatch):
     own_tmp = tmp_path / "tmp"
@@ -271,6 +300,20 @@ def test_model_builds_leave_no_temporary_folders(tiny_cfg, tmp_path, monkeypatch
     del built, restored
     gc.collect()
     assert count() == 0
+
+
+def test_a_cut_nemo_never_takes_the_name_a_rerun_skips_on(nemo_path, tmp_path):
+    """Stages publish a .nemo (train's save_nemo, stage 4's export, merge_lora, the bridge) through
+    write_nemo_atomic: a writer that leaves a cut archive is an error naming it, and the final name stays absent."""
+    from nemo_aura.parts.files import write_nemo_atomic
+
+    data = Path(nemo_path).read_bytes()
+    out = tmp_path / "stage3" / "model.nemo"
+    with pytest.raises(ValueError, match=r"not a (readable )?\.nemo model"):
+        write_nemo_atomic(out, lambda p: Path(p).write_bytes(data[: len(data) // 2]))
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    write_nemo_atomic(out, lambda p: Path(p).write_bytes(data))
+    assert out.read_bytes() == data
 
 
 def test_a_truncated_nemo_is_named_not_taken_for_a_model(nemo_path, tmp_path):

@@ -9,6 +9,7 @@ from omegaconf import open_dict
 from nemo_aura import AuRAModel
 from nemo_aura.data.dataset import AuRADataset
 from nemo_aura.modules.text_align import text_aligned_loss, uniform_char_alignment
+from nemo_aura.parts.prompting import cut_at_stop
 from nemo_aura.testing import write_tiny_cuts
 
 
@@ -130,7 +131,7 @@ def test_oracle_collapsed_reads_exactly_like_the_text_and_repeat_fills_the_patch
                                eos_token_id=m.stop_token_ids, pad_token_id=m.pad_id)[0, ids.shape[1]:]
     audio = torch.zeros(16000).numpy()
     got = collapsed.answer(item, audio, 6)
-    assert got["answer"] == m.decode_ids(m._cut_at_stop(plain))
+    assert got["answer"] == m.decode_ids(cut_at_stop(plain, m.stop_token_ids))
     repeat = TextStateOracle(str(path), "repeat")
     spans = []
     handle = repeat.model.llm.get_base_model().model.layers[0].register_forward_pre_hook(
@@ -396,7 +397,7 @@ def test_vocab_span_reads_its_ctc_tokens_as_plain_text(tiny_cfg, monkeypatch):
         with torch.no_grad(), model.llm.disable_adapter():
             out = model.llm.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
                                      do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
-        assert answers[b] == model._cut_at_stop(out[0, prompt.shape[1]:]), b
+        assert answers[b] == cut_at_stop(out[0, prompt.shape[1]:], model.stop_token_ids), b
 
 
 def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_token_loss(tiny_cfg, tmp_path):

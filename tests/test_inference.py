@@ -219,6 +219,11 @@ def test_load_checkpoint_refuses_a_pickle_that_runs_code(tmp_path):
     (tmp_path / "cut.ckpt").write_bytes(bad.read_bytes()[:100])
     with pytest.raises(ValueError, match="cut.ckpt: not"):
         AuRAModel.load_checkpoint(str(tmp_path / "cut.ckpt"))
+    other = tmp_path / "ctc.ckpt"  # another NeMo model's checkpoint: named before any AuRA code reads its config
+    torch.save({"hyper_parameters": {"cfg": {"target": "nemo.collections.asr.models.EncDecCTCModel"}}, "state_dict": {}},
+               other)
+    with pytest.raises(ValueError, match=r"ctc.ckpt: holds a .*EncDecCTCModel, not an AuRA model"):
+        AuRAModel.load_checkpoint(str(other))
 
 
 def test_restore_from_refuses_another_model_class_and_names_a_corrupt_file(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs
 from nemo_aura.data.corpus import PRESETS
 from nemo_aura.data.tts import espeak_available
 
@@ -24,7 +25,42 @@ def run_recipe(exp_root: Path, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0 and not espeak_available(), reason="needs espeak-ng or root to install it")
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "abc"], "--stage must be a stage number 0..7, got 'abc'"),
+    (["--stop-stage", "x6"], "--stop-stage must be a stage number 0..7, got 'x6'"),
+    (["--stage", "9"], "--stage 9: the stages are 0..7"),
+    (["--stage", "3", "--stop-stage", "1"], "nothing to run"),
+    (["--stage"], "--stage needs a value"),
+    (["--stage", ""], "--stage needs a value"),
+    (["--preset", "nosuch"], "no preset 'nosuch'"),
+])
+def test_run_sh_refuses_bad_arguments_before_running_anything(tmp_path, args, message):
+    proc = subprocess.run(["bash", str(ROOT / "recipes/aura/run.sh"), "--exp-root", str(tmp_path / "exp"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "unbound variable" not in proc.stderr and not (tmp_path / "exp").exists()
+
+
+def test_one_training_command_for_the_recipe_and_the_ablation_runner(tmp_path, capsys):
+    from train_run import main as train_run_main, training_command
+
+    cmd = training_command("reading_ctc", "t.jsonl.gz", "d.jsonl.gz", "exp/s3", "exp/s3/m.nemo", init="in.nemo",
+                           overrides=["model=aura_tiny", "trainer.max_steps=5"])
+    assert cmd[1:5] == ["-m", "nemo_aura.train", "--config-name", "reading_ctc"]
+    assert cmd[5:] == ["init_from_nemo=in.nemo", "model.train_ds.cuts_path=t.jsonl.gz",
+                       "model.validation_ds.cuts_path=d.jsonl.gz", "exp_manager.exp_dir=exp/s3",
+                       "report.dir=exp/s3/reading_ctc_report", "report.save_nemo=exp/s3/m.nemo", "model=aura_tiny",
+                       "trainer.max_steps=5"]
+    named = training_command("distill", "t", "d", "e", "o.nemo", name="v1_distill", report_dir="r")
+    assert "name=v1_distill" in named and "report.dir=r" in named and not any("init_from_nemo" in a for a in named)
+    done = tmp_path / "done.nemo"
+    done.write_bytes(b"x")
+    assert train_run_main(["--config", "distill", "--train-cuts", "t", "--dev-cuts", "d", "--exp-dir", str(tmp_path),
+                           "--out", str(done), "--", "model=aura_tiny"]) == 0
+    assert "done.nemo exists: skipping distill" in capsys.readouterr().out
+
+
+@needs(os.geteuid() == 0 or espeak_available(), "needs espeak-ng or root to install it")
 def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # First a run killed (SIGKILL, whole process group) in the middle of distillation ...
     cmd = ["bash", str(ROOT / "recipes/aura/run.sh"), "--preset", "tiny", "--tag", "ci", "--exp-root", str(tmp_path)]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from lhotse import CutSet
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
@@ -35,13 +35,13 @@ from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
 from nemo_aura.parts.nemo_tools import NeMoToolsMixin
-from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, right_pad
+from nemo_aura.parts.prompting import PromptBuilder, left_pad as _left_pad, placeholder_position, right_pad, splice
 from nemo_aura.parts import lifecycle
 from nemo_aura.parts import student as student_parts
 from nemo_aura.parts.lifecycle import FROZEN_OMITTED
 from nemo_aura.parts import pretrained as pretrained_models
 from nemo_aura.parts.registration import register_plugin_namespace
-from nemo_aura.parts.restore import MmapSaveRestoreConnector, nemo_model_target
+from nemo_aura.parts.restore import MmapSaveRestoreConnector, check_aura_target, nemo_model_target
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
@@ -342,20 +342,13 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         seqs, audio_masks, labels = [], [], []
         for b in range(input_ids.shape[0]):
             ids = input_ids[b, : input_lens[b]]
-            where = (ids == self.audio_locator_id).nonzero().flatten()
-            if len(where) != 1:
-                raise ValueError(
-                    f"batch item {b}: the prompt must hold the audio placeholder {self.cfg.audio_locator_tag!r} "
-                    f"exactly once, found {len(where)}"
-                )
-            p, n, length = int(where[0]), int(patch_lens[b]), int(input_lens[b])
-            seqs.append(torch.cat([text[b, :p], patches[b, :n], text[b, p + 1 : length]]))
-            mask = torch.zeros(length - 1 + n, dtype=torch.bool, device=ids.device)
-            mask[p : p + n] = True
-            audio_masks.append(mask)
+            p, n, length = placeholder_position(ids, self.audio_locator_id, b), int(patch_lens[b]), int(input_lens[b])
+            seqs.append(splice(text[b, :length], p, patches[b, :n]))
+            audio_masks.append(splice(torch.zeros(length, dtype=torch.bool, device=ids.device), p,
+                                      torch.ones(n, dtype=torch.bool, device=ids.device)))
             if loss_mask is not None:
                 lab = ids.masked_fill(~loss_mask[b, :length], IGNORE_INDEX)
-                labels.append(torch.cat([lab[:p], lab.new_full((n,), IGNORE_INDEX), lab[p + 1 :]]))
+                labels.append(splice(lab, p, lab.new_full((n,), IGNORE_INDEX)))
         pad = _left_pad if left_pad else right_pad
         lengths = torch.tensor([len(s) for s in seqs], device=input_ids.device)
         out = {
@@ -533,7 +526,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         for b, n_words in enumerate(batch["transcript_lens"].tolist()):
             if n_words < 1:
                 raise ValueError(f"batch item {b} ({batch.get('cut_ids', ['?'] * (b + 1))[b]}): empty transcript")
-            p = int((batch["input_ids"][b] == self.audio_locator_id).nonzero()[0])
+            p = placeholder_position(batch["input_ids"][b], self.audio_locator_id, b)
             ids = batch["transcript_ids"][b, :n_words].tolist()
             tokens.append(states[b, p : p + n_words])
             index.append(uniform_char_alignment(self._token_chars(ids), int(patch_lens[b])).to(states.device))
@@ -676,11 +669,11 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         for b in range(batch["input_ids"].shape[0]):
             ids = batch["input_ids"][b, : batch["input_lens"][b]]
             mask = batch["loss_mask"][b, : batch["input_lens"][b]]
-            p = int((ids == self.audio_locator_id).nonzero()[0])
+            p = placeholder_position(ids, self.audio_locator_id, b)
             words = batch["transcript_ids"][b, : batch["transcript_lens"][b]].to(ids.device)
-            seqs.append(torch.cat([ids[:p], words, ids[p + 1 :]]))
+            seqs.append(splice(ids, p, words))
             lab = ids.masked_fill(~mask, IGNORE_INDEX)
-            labs.append(torch.cat([lab[:p], lab.new_full((len(words),), IGNORE_INDEX), lab[p + 1 :]]))
+            labs.append(splice(lab, p, lab.new_full((len(words),), IGNORE_INDEX)))
         return right_pad(seqs, self.pad_id), right_pad(labs, IGNORE_INDEX)
 
     # ------------------------------------------------------------------ Lightning
@@ -803,8 +796,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         layers = student_parts.resolve_reading_layers(reading_layers, self.num_llm_layers)
         added = student_parts.add_lora_layers(self.llm, layers)
         if added:
-            with open_dict(self._cfg):
-                self._cfg.lora.reading_layers = reading_layers
+            student_parts.update_lora_config(self._cfg, reading_layers=reading_layers)
             logging.info(f"LoRA added on decoder layers {added} for reading (the distilled K stays {self.ctc_layer})")
             if getattr(self, "audio_span", None) is not None:
                 self.setup_reading_levers()  # its gate hooks cover the new LoRA layers too
@@ -825,12 +817,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """``ModelPT.restore_from`` with one copy of the weights in memory (``MmapSaveRestoreConnector``); a ``.nemo`` of
         another model class (e.g. a NeMo CTC model) is refused up front, naming the class it holds."""
         target = nemo_model_target(restore_path)
-        if target and not return_config:
-            name = target.rsplit(".", 1)[-1]
-            ours = {c.__name__ for c in (cls, *cls.__subclasses__())} | {"AuRAModel", "BridgeModel"}
-            if not target.startswith("nemo_aura.") or name not in ours:
-                raise ValueError(f"{restore_path}: holds a {target}, not an AuRA model ({cls.__name__}); restore it "
-                                 "with its own class (e.g. nemo.collections.asr.models.ASRModel)")
+        if not return_config:
+            check_aura_target(restore_path, target, cls)
         return super().restore_from(
             restore_path, override_config_path=override_config_path, map_location=map_location, strict=strict,
             return_config=return_config, save_restore_connector=save_restore_connector or MmapSaveRestoreConnector(),

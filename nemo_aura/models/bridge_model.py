@@ -46,7 +46,7 @@ def bridge_config_from_aura(aura_cfg: DictConfig, num_llm_layers: int, lora_on_a
     """
     from omegaconf import OmegaConf, open_dict
 
-    from nemo_aura.parts.student import lora_depth
+    from nemo_aura.parts.student import lora_depth, update_lora_config
 
     cfg = OmegaConf.create(OmegaConf.to_container(aura_cfg, resolve=True))
     if not cfg.get("teacher"):
@@ -58,12 +58,9 @@ def bridge_config_from_aura(aura_cfg: DictConfig, num_llm_layers: int, lora_on_a
             "encoder": cfg.teacher, "preprocessor": pe.preprocessor, "patch_size": pe.patch_size,
             "hidden_dim": pe.get("hidden_dim", 1024), "layer": None,
         }
-        k = lora_depth(cfg.lora, num_llm_layers)
         if lora_on_all_layers and cfg.get("lora"):
-            cfg.lora.r = max(1, round(cfg.lora.r * k / num_llm_layers))
-            cfg.lora.lora_alpha = 2 * cfg.lora.r
-            cfg.lora.pop("num_layers", None)
-            cfg.lora.layers = None
+            r = max(1, round(cfg.lora.r * lora_depth(cfg.lora, num_llm_layers) / num_llm_layers))
+            update_lora_config(cfg, r=r, lora_alpha=2 * r, num_layers=None, layers=None)
         for key in ("patch_embedding", "teacher", "distillation"):
             cfg.pop(key, None)
         cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}

@@ -26,7 +26,7 @@ from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.audio import batch_rows, collate_waveforms, load_audio_item, resample_waveform, warn_if_other_rate
 from nemo_aura.parts.manifest import read_audio_manifest
 from nemo_aura.parts.nemo_tools import check_generation_options, transcribe_prompt
-from nemo_aura.parts.prompting import right_pad
+from nemo_aura.parts.prompting import cut_at_stop, right_pad, stop_token_ids
 
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -210,7 +210,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                     eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
                     return_dict_in_generate=True, output_scores=with_scores, **options,
                 )
-        rows = [self._cut_at_stop(row) for row in out.sequences]
+        rows = [cut_at_stop(row, self.stop_token_ids) for row in out.sequences]
         if not with_scores:
             return [(r, None) for r in rows]
         beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities
@@ -278,22 +278,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     @property
     def stop_token_ids(self) -> list[int]:
-        ids = set()
-        eos = self.llm.generation_config.eos_token_id
-        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_id is not None and self.tokenizer.eos_id >= 0:
-            ids.add(int(self.tokenizer.eos_id))
-        for token in self.cfg.get("stop_tokens", []) or []:
-            ids.add(int(self.tokenizer.token_to_id(token)))
-        return sorted(ids)
-
-    def _cut_at_stop(self, row: Tensor) -> list[int]:
-        tokens = row.tolist()
-        stops = set(self.stop_token_ids)
-        for i, t in enumerate(tokens):
-            if t in stops:
-                return tokens[:i]
-        return tokens
+        return stop_token_ids(self.llm, self.tokenizer, self.cfg.get("stop_tokens", []))
 
     # ------------------------------------------------------------------ NeMo transcribe()
     # NeMo's own TranscriptionMixin.transcribe drives these hooks, so paths, a manifest (.json/.jsonl, relative

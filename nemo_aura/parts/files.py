@@ -29,6 +29,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_nemo_atomic(path: str | Path, write) -> Path:
+    """A ``.nemo`` written by ``write(tmp_path)`` (e.g. ``model.save_to``) that takes its name only once it is complete
+    and readable: a rerun that skips on the name never takes a cut archive for a finished stage."""
+    from nemo_aura.parts.restore import nemo_model_target
+
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+        nemo_model_target(str(tmp))  # raises, naming the file, when the archive is cut or has no config
+    return Path(path)
+
+
 def write_json_atomic(path: str | Path, data, **dumps_kwargs) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, **dumps_kwargs))
 

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from nemo_aura.parts.restore import check_aura_target
+from nemo_aura.parts.student import update_lora_config
+
 if TYPE_CHECKING:
     from nemo_aura.models.aura_model import AuRAModel
 
@@ -54,8 +57,7 @@ def merge_lora(model: "AuRAModel") -> "AuRAModel":
         if model._cfg.get("distillation") and model._cfg.distillation.get("num_student_layers") is None:
             # the default layer map follows the LoRA depth K, which `lora: null` would make 0: pin it
             model._cfg.distillation.num_student_layers = model.lora_depth
-        model._cfg.merged_lora = model._cfg.lora
-        model._cfg.lora = None
+    update_lora_config(model._cfg, merged=True)
     return model
 
 
@@ -81,6 +83,7 @@ def load_checkpoint(cls: type, path: str, map_location: str = "cpu") -> "AuRAMod
     if "hyper_parameters" not in ckpt or "cfg" not in ckpt["hyper_parameters"]:
         raise ValueError(f"{path}: not an AuRA training checkpoint (no hyper_parameters.cfg)")
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+    check_aura_target(path, cfg.get("target"), cls)
     omitted = set(ckpt.get(FROZEN_OMITTED) or [])
     with open_dict(cfg):
         cfg.pop("train_ds", None)

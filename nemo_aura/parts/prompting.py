@@ -66,6 +66,38 @@ class PromptBuilder:
         return ids, encoded["mask"].bool()
 
 
+def placeholder_position(ids: Tensor, placeholder_id: int, item: int | str = 0) -> int:
+    """Where the one audio placeholder of a prompt's ids is; an error naming the batch item otherwise."""
+    where = (ids == placeholder_id).nonzero().flatten()
+    if len(where) != 1:
+        raise ValueError(f"batch item {item}: the prompt must hold the audio placeholder exactly once, found {len(where)}")
+    return int(where[0])
+
+
+def splice(row: Tensor, at: int, insert: Tensor) -> Tensor:
+    """``row`` with its element ``at`` (the audio placeholder) replaced by ``insert`` (audio tokens, a transcript's
+    ids, ignore labels): the one way audio or its text stand-in enters a prompt."""
+    return torch.cat([row[:at], insert.to(row.dtype), row[at + 1 :]])
+
+
+def stop_token_ids(llm, tokenizer, stop_tokens=()) -> list[int]:
+    """Where generation ends: the LLM's own end-of-sequence ids, the tokenizer's, and the chat format's end-of-turn
+    tokens (``stop_tokens``, e.g. ChatML's ``<|im_end|>``)."""
+    ids = set()
+    eos = llm.generation_config.eos_token_id
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if tokenizer.eos_id is not None and tokenizer.eos_id >= 0:
+        ids.add(int(tokenizer.eos_id))
+    ids.update(int(tokenizer.token_to_id(t)) for t in stop_tokens or [])
+    return sorted(ids)
+
+
+def cut_at_stop(tokens, stops) -> list[int]:
+    """Generated ids up to (not including) the first stop id."""
+    tokens, stops = [int(t) for t in tokens], set(stops)
+    return next((tokens[:i] for i, t in enumerate(tokens) if t in stops), tokens)
+
+
 def right_pad(seqs: list[Tensor], value) -> Tensor:
     """Stack sequences (L_i, ...) into (B, max L, ...), padding at the end."""
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)

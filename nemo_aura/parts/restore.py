@@ -79,3 +79,15 @@ def nemo_model_target(path: str) -> str | None:
     if not found:
         raise ValueError(f"{path}: not a .nemo model (no model_config.yaml in the archive)")
     return target
+
+
+def check_aura_target(path: str, target: str | None, cls: type) -> None:
+    """Refuse a saved model of another class (a NeMo CTC ``.nemo`` or ``.ckpt``) up front, naming the class it holds:
+    building it with AuRA's config code would fail later with an unrelated error."""
+    if not target:
+        return
+    name = target.rsplit(".", 1)[-1]
+    ours = {c.__name__ for c in (cls, *cls.__subclasses__())} | {"AuRAModel", "BridgeModel"}
+    if not target.startswith("nemo_aura.") or name not in ours:
+        raise ValueError(f"{path}: holds a {target}, not an AuRA model ({cls.__name__}); load it with its own class "
+                         "(e.g. nemo.collections.asr.models.ASRModel)")

@@ -8,7 +8,7 @@ import weakref
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
@@ -107,6 +107,21 @@ def install_lora(llm: nn.Module, lora_cfg: DictConfig | dict | None) -> nn.Modul
         cfg["layers_to_transform"] = layers
         cfg.setdefault("layers_pattern", "layers")
     return get_peft_model(llm, LoraConfig(**cfg))
+
+
+def update_lora_config(cfg: DictConfig, merged: bool = False, **changes) -> None:
+    """The one place a built model's config changes its ``lora`` section (reading layers added, LoRA merged, a
+    bridge's budget spread over all layers): ``changes`` set keys of ``cfg.lora`` (None removes one); ``merged``
+    moves the section to ``merged_lora``, so a restore of the merged weights installs no adapters again."""
+    with open_dict(cfg):
+        for key, value in changes.items():
+            if value is None:
+                cfg.lora.pop(key, None)
+            else:
+                cfg.lora[key] = value
+        if merged:
+            cfg.merged_lora = cfg.lora
+            cfg.lora = None
 
 
 def resolve_reading_layers(reading_layers: str | list[int] | None, depth: int) -> list[int]:

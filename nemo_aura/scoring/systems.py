@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from nemo_aura.parts.prompting import DEFAULT_TEMPLATES
+from nemo_aura.parts.prompting import DEFAULT_TEMPLATES, cut_at_stop, placeholder_position, splice, stop_token_ids
 from nemo_aura.scoring.items import QAItem
 
 # The text systems get AuRA's own templates with the question text where the audio would be.
@@ -57,11 +57,9 @@ class TextAnswerer:
         path = check_llm_dir(llm_dir)
         tokenizer = AutoTokenizer(str(path), use_fast=True)
         llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        stops = {int(tokenizer.token_to_id(t)) for t in stop_tokens}
-        eos = llm.generation_config.eos_token_id
-        stops.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        pad = tokenizer.pad_id if tokenizer.pad_id is not None and tokenizer.pad_id >= 0 else sorted(stops)[0]
-        return cls(llm, tokenizer, prompt_format, sorted(stops), int(pad))
+        stops = stop_token_ids(llm, tokenizer, stop_tokens)
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None and tokenizer.pad_id >= 0 else stops[0]
+        return cls(llm, tokenizer, prompt_format, stops, int(pad))
 
     @torch.no_grad()
     def answer_ids(self, message: str, max_new_tokens: int) -> list[int]:
@@ -70,11 +68,8 @@ class TextAnswerer:
         out = self.llm.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
             eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-        )[0, ids.shape[1]:].tolist()
-        for i, t in enumerate(out):
-            if t in self.stop_ids:
-                return out[:i]
-        return out
+        )[0, ids.shape[1]:]
+        return cut_at_stop(out, self.stop_ids)
 
     def answer(self, message: str, max_new_tokens: int) -> str:
         return self.decode(self.answer_ids(message, max_new_tokens))
@@ -189,8 +184,8 @@ class TextStateOracle(System):
         model = self.model
         words = model.tokenizer.text_to_ids(item.question)
         prompt = model.prompts.encode(model.prompts.user_message("qa", item.context))[0]
-        p = int((prompt == model.audio_locator_id).nonzero()[0])
-        text_ids = torch.cat([prompt[:p], torch.tensor(words), prompt[p + 1 :]])[None]
+        p = placeholder_position(prompt, model.audio_locator_id)
+        text_ids = splice(prompt, p, torch.tensor(words))[None]
         states = model.text_states(text_ids, torch.tensor([text_ids.shape[1]]), self.layer)[0, p : p + len(words)]
         if self.mode == "repeat":
             patches = int(model.patch_lengths(torch.tensor([len(audio)]))[0])
@@ -198,7 +193,7 @@ class TextStateOracle(System):
         else:
             index = torch.arange(len(words))
         span_ids = torch.tensor(words)[index]
-        ids = torch.cat([prompt[:p], span_ids, prompt[p + 1 :]])[None]
+        ids = splice(prompt, p, span_ids)[None]
         span = torch.zeros_like(ids, dtype=torch.bool)
         span[0, p : p + len(index)] = True
         # the same hook the collapsed generation uses: layer K's output at the span becomes the text states
@@ -206,7 +201,7 @@ class TextStateOracle(System):
                 model.audio_span.positions(None):
             out = model.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                      do_sample=False, eos_token_id=model.stop_token_ids, pad_token_id=model.pad_id)
-        row = model._cut_at_stop(out[0, ids.shape[1]:])
+        row = cut_at_stop(out[0, ids.shape[1]:], model.stop_token_ids)
         return {"answer": model.decode_ids(row), "answer_tokens": len(row)}
 
 

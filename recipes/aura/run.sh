@@ -105,6 +105,17 @@ case $reading in
   *) echo "run.sh: preset $preset: reading must be vocab, collapsed or none, got '$reading'" >&2; exit 2 ;;
 esac
 
+# train CONFIG INIT TRAIN_CUTS DEV_CUTS EXP_DIR OUT [--report-dir D] [-- overrides]: one run of nemo_aura.train
+# (conf/CONFIG.yaml holds its settings and budget; INIT "" = from the config), skipped when OUT exists.
+train() {
+  local config=$1 init=$2 train_cuts=$3 dev_cuts=$4 exp_dir=$5 out=$6; shift 6
+  local args=(--config "$config" --train-cuts "$train_cuts" --dev-cuts "$dev_cuts" --exp-dir "$exp_dir" --out "$out")
+  [ -n "$init" ] && args+=(--init "$init")
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  "$python" $local/train_run.py "${args[@]}" -- "${model_overrides[@]}" "$@"
+}
+
 stage0() {
   bash tools/setup_env.sh test
   local voices_args=()
@@ -137,11 +148,8 @@ stage3() {
     log "  $distilled exists: skipping the distillation"
   else
     # shellcheck disable=SC2086
-    "$python" -m nemo_aura.train --config-name distill "${model_overrides[@]}" \
-      model.train_ds.cuts_path="$exp/stage2/train/cuts.jsonl.gz" \
-      model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
-      exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3" report.save_nemo="$distilled" \
-      $distill_overrides "${extra_overrides[@]}"
+    train distill "" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$exp/stage3" "$distilled" \
+      --report-dir "$exp/stage3" -- $distill_overrides "${extra_overrides[@]}"
     "$python" $local/report_distillation.py --stage-dir "$exp/stage3"
   fi
   case $reading in
@@ -160,10 +168,8 @@ reading_vocab() {
   "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_train" "$qa_train" \
     "$mf_train" "${words[@]}" > /dev/null
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name reading_ctc "${model_overrides[@]}" init_from_nemo="$distilled" \
-    model.train_ds.cuts_path="$exp/stage3/reading_ctc_mix.jsonl.gz" model.validation_ds.cuts_path="$distill_dev" \
-    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/reading_ctc_report" report.save_nemo="$reading_ctc_nemo" \
-    ${reading_overrides:-}
+  train reading_ctc "$distilled" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_dev" "$exp/stage3" "$reading_ctc_nemo" \
+    -- ${reading_overrides:-}
 }
 
 # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
@@ -175,37 +181,21 @@ reading_collapsed() {
     "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_train_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
       "$exp/stage2/qa_train/cuts.jsonl.gz" > /dev/null
     # shellcheck disable=SC2086
-    "$python" -m nemo_aura.train --config-name hearing "${model_overrides[@]}" init_from_nemo="$distilled" \
-      model.train_ds.cuts_path="$exp/stage3/hearing_train_mix.jsonl.gz" \
-      model.validation_ds.cuts_path="$exp/stage2/dev/cuts.jsonl.gz" \
-      exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_report" report.save_nemo="$hearing_broad" \
-      ${hearing_overrides:-}
+    train hearing "$distilled" "$exp/stage3/hearing_train_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$exp/stage3" \
+      "$hearing_broad" -- ${hearing_overrides:-}
   fi
   # ... then on the spoken questions (QA and multi-fact training questions), validated on the dev questions.
   if [ -f "$hearing_nemo" ]; then log "  $hearing_nemo exists: skipping the text-aligned run on the questions"; return 0; fi
   "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/hearing_questions_mix.jsonl.gz" "$qa_train" "$mf_train" > /dev/null
   # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name hearing_questions "${model_overrides[@]}" init_from_nemo="$hearing_broad" \
-    model.train_ds.cuts_path="$exp/stage3/hearing_questions_mix.jsonl.gz" model.validation_ds.cuts_path="$mf_dev" \
-    exp_manager.exp_dir="$exp/stage3" report.dir="$exp/stage3/hearing_questions_report" report.save_nemo="$hearing_nemo" \
-    ${hearing_overrides:-}
+  train hearing_questions "$hearing_broad" "$exp/stage3/hearing_questions_mix.jsonl.gz" "$mf_dev" "$exp/stage3" \
+    "$hearing_nemo" -- ${hearing_overrides:-}
 }
 
 stage4() {
   local args=(--nemo "$stage3_final" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
   [ -n "$teacher_dir" ] && args+=(--teacher-dir "$teacher_dir")
   "$python" $local/export_encoder_free.py "${args[@]}"
-}
-
-# train CONFIG NAME INIT_NEMO TRAIN_CUTS DEV_CUTS OUT_NEMO [overrides...]: a fine-tuning run of nemo_aura.train
-# (conf/CONFIG.yaml holds its settings and budget).
-train() {
-  local config=$1 name=$2 init=$3 train_cuts=$4 dev_cuts=$5 out=$6; shift 6
-  if [ -f "$out" ]; then log "  $out exists: skipping $name"; return 0; fi
-  # shellcheck disable=SC2086
-  "$python" -m nemo_aura.train --config-name "$config" "${model_overrides[@]}" name="$name" init_from_nemo="$init" \
-    model.train_ds.cuts_path="$train_cuts" model.validation_ds.cuts_path="$dev_cuts" \
-    exp_manager.exp_dir="$exp/stage5" report.dir="$exp/stage5/${name}_report" report.save_nemo="$out" "$@"
 }
 
 stage5() {
@@ -221,18 +211,18 @@ stage5() {
     # only where a preset must shrink the budget.
     "$python" -m nemo_aura.parts.manifest mix "$s5/aura_train_mix.jsonl.gz" "$distill_train" "$qa_train" "$mf_train" > /dev/null
     # shellcheck disable=SC2086
-    train aura_qa aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5/aura_qa.nemo" \
-      ${aura_finetune_overrides:-}
+    train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5" "$s5/aura_qa.nemo" \
+      -- ${aura_finetune_overrides:-}
   fi
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
   # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
   # shellcheck disable=SC2086
-  train bridge_asr bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-    "$s5/bridge_asr.nemo" ${bridge_asr_overrides:-}
+  train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$s5" \
+    "$s5/bridge_asr.nemo" -- ${bridge_asr_overrides:-}
   # shellcheck disable=SC2086
-  train bridge_qa bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" \
-    "$s5/bridge_qa.nemo" ${bridge_qa_overrides:-}
+  train bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" "$s5" \
+    "$s5/bridge_qa.nemo" -- ${bridge_qa_overrides:-}
 }
 
 stage6() {

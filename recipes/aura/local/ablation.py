@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_atomic
 from nemo_aura.parts.manifest import write_cut_mix
+from train_run import training_command
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -55,14 +56,11 @@ def distill_variant(name: str, overrides: list[str], online_teacher: bool, args,
     if train_cuts is None or dev_cuts is None:
         raise SystemExit(f"ablation: variant {name} distils from scratch: give --distill-train and --distill-dev")
     d = spec.distill
-    cmd = [
-        sys.executable, "-m", "nemo_aura.train", "--config-name", "distill", f"name={name}_distill",
-        f"model.train_ds.cuts_path={train_cuts}", f"model.validation_ds.cuts_path={dev_cuts}",
+    cmd = training_command("distill", train_cuts, dev_cuts, vdir / "distill", distilled, name=f"{name}_distill",
+                           report_dir=vdir / "distill", overrides=[
         f"model.train_ds.batch_duration={d.batch_duration}", f"model.validation_ds.batch_duration={d.batch_duration}",
-        f"trainer.max_steps={d.steps}", f"trainer.val_check_interval={d.steps}", f"exp_manager.exp_dir={vdir}/distill",
-        f"report.dir={vdir}/distill", f"report.save_nemo={distilled}", "report.validate_before=false",
-        *args.overrides, *overrides,
-    ]
+        f"trainer.max_steps={d.steps}", f"trainer.val_check_interval={d.steps}", "report.validate_before=false",
+        *args.overrides, *overrides])
     print(f"[ablation] {name}: distilling {d.steps} steps from scratch: {' '.join(overrides) or '(baseline)'}", flush=True)
     timed_run(cmd, vdir / "train_seconds.txt")
     return distilled
@@ -108,14 +106,10 @@ def run_variant(name: str, variant: Variant, args, spec, mix: Path) -> dict:
     init = distill_variant(name, overrides, online_teacher, args, spec) if from_scratch else own_init or args.init
     read_overrides = [] if from_scratch else overrides  # architecture variants differ in phase 1 only
     if not score_only and not nemo.exists():
-        cmd = [
-            sys.executable, "-m", "nemo_aura.train", "--config-name", "finetune", f"name={name}",
-            f"init_from_nemo={init}", f"model.train_ds.cuts_path={mix}", f"model.validation_ds.cuts_path={args.qa_dev}",
+        cmd = training_command("finetune", mix, args.qa_dev, vdir, nemo, init=init, name=name, report_dir=vdir, overrides=[
             f"model.train_ds.batch_duration={spec.batch_duration}", f"model.validation_ds.batch_duration={spec.batch_duration}",
             f"model.optim.lr={spec.lr}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-            f"exp_manager.exp_dir={vdir}", f"report.dir={vdir}", f"report.save_nemo={nemo}",
-            "report.validate_before=false", *args.overrides, *read_overrides,
-        ]
+            "report.validate_before=false", *args.overrides, *read_overrides])
         print(f"[ablation] {name}: training {steps} steps: {' '.join(overrides) or '(baseline)'}", flush=True)
         timed_run(cmd, vdir / "train_seconds.txt")
     ledger = vdir / "train_seconds.txt"

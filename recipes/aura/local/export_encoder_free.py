@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from nemo_aura.parts.export_proof import compare_to_teacher, directory_tensors, nemo_state_dict, run_guarded
-from nemo_aura.parts.files import atomic_path
+from nemo_aura.parts.files import write_nemo_atomic
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,8 +68,7 @@ def main() -> None:
     counts_full = full.parameter_counts()
     stem_copied = bool(full.cfg.patch_embedding.get("init_from_teacher", False))
     if not target.exists():
-        with atomic_path(target) as tmp:
-            full.export_encoder_free(str(tmp))
+        write_nemo_atomic(target, full.export_encoder_free)
     del full
     full_state = nemo_state_dict(args.nemo)
     teacher = {k: v for k, v in full_state.items() if k.startswith(("teacher.", "distillation."))}

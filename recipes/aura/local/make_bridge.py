@@ -11,7 +11,7 @@ import torch
 from omegaconf import open_dict
 
 from nemo_aura.models.bridge_model import BridgeModel, bridge_config_from_aura
-from nemo_aura.parts.files import atomic_path
+from nemo_aura.parts.files import write_nemo_atomic
 from nemo_aura.parts.student import check_llm_dir
 from nemo_aura.train import compose_config
 
@@ -36,8 +36,7 @@ def main() -> None:
     bridge = BridgeModel(bridge_config_from_aura(cfg, depth, lora_on_all_layers=not args.lora_on_first_k))
     counts = bridge.parameter_counts()
     print("[stage5] bridge parameters: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
-    with atomic_path(args.out) as tmp:
-        bridge.save_to(str(tmp))
+    write_nemo_atomic(args.out, bridge.save_to)
 
 
 if __name__ == "__main__":

@@ -72,24 +72,49 @@ def load_set(spec: str, limit: int | None) -> tuple[str, list[QAItem], list[str]
     return name, items, controls
 
 
+def load_audios(system, items: list[QAItem]) -> tuple[dict, dict[str, str]]:
+    """{id: audio} at the system's rate (empty for a text system), and {id: error} for audio that fails to load."""
+    audio, errors = {}, {}
+    if system.uses_audio:
+        for item in items:
+            try:
+                audio[item.id] = item.load_audio(system.sample_rate)
+            except Exception as e:  # one missing or corrupt file is that item's error, not the whole set's
+                errors[item.id] = f"audio: {type(e).__name__}: {e}"
+    return audio, errors
+
+
+def score_item(system, item: QAItem, control: QAItem, audio: dict, max_new_tokens: int) -> dict:
+    own = system.answer(item, audio.get(item.id), max_new_tokens)["answer"]
+    swapped = dataclasses.replace(item, question=control.question)  # own context and gold, the other question
+    other = system.answer(swapped, audio.get(control.id), max_new_tokens)["answer"]
+    row = {"id": item.id, "control": control.id, "question": item.question, "gold": item.answers,
+           "answer": own, "answer_control": other, "f1": token_f1(own, item.answers),
+           "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
+    if system.uses_audio:
+        row["transcript"] = system.transcribe(audio[item.id])
+    elif hasattr(system, "transcribe_text"):  # the topline: the transcription ceiling of a text-like span
+        row["transcript"] = system.transcribe_text(item.question)
+    return row
+
+
 def score_system(system, items: list[QAItem], controls: list[str], max_new_tokens: int) -> dict:
-    """Per-item rows: own and control answers with their F1/EM; transcripts for speech systems."""
+    """Per-item rows: own and control answers with their F1/EM; transcripts for speech systems. An item whose own or
+    control audio fails to load, or whose answer raises (e.g. audio over the model's limit), is a row with an
+    ``error``: it is listed, not scored, and the other items go on."""
     by_id = {i.id: i for i in items}
-    audio = {i.id: i.load_audio(system.sample_rate) for i in items} if system.uses_audio else {}
+    audio, errors = load_audios(system, items)
     rows = []
     for item, control_id in zip(items, controls):
-        control = by_id[control_id]
-        own = system.answer(item, audio.get(item.id), max_new_tokens)["answer"]
-        swapped = dataclasses.replace(item, question=control.question)  # own context and gold, the other question
-        other = system.answer(swapped, audio.get(control_id), max_new_tokens)["answer"]
-        row = {"id": item.id, "control": control_id, "question": item.question, "gold": item.answers,
-               "answer": own, "answer_control": other, "f1": token_f1(own, item.answers),
-               "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
-        if system.uses_audio:
-            row["transcript"] = system.transcribe(audio[item.id])
-        elif hasattr(system, "transcribe_text"):  # the topline: the transcription ceiling of a text-like span
-            row["transcript"] = system.transcribe_text(item.question)
-        rows.append(row)
+        error = errors.get(item.id) or (f"control {control_id}: {errors[control_id]}" if control_id in errors else None)
+        if error is None:
+            try:
+                rows.append(score_item(system, item, by_id[control_id], audio, max_new_tokens))
+                continue
+            except Exception as e:
+                error = f"answer: {type(e).__name__}: {e}"
+        rows.append({"id": item.id, "control": control_id, "question": item.question, "gold": item.answers,
+                     "error": error})
     return {"rows": rows}
 
 
@@ -101,11 +126,16 @@ def contains_gold(prediction: str, answers: list[str]) -> float:
 
 
 def summarize(rows: list[dict]) -> dict:
+    """Scores over the items that were answered; the failed ones by id (``failed_ids``)."""
+    failed = [r["id"] for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    if not rows:
+        raise SystemExit(f"no item was answered ({len(failed)} failed: {failed[:5]}...); see the rows' 'error'")
     f1 = [r["f1"] for r in rows]
     f1c = [r["f1_control"] for r in rows]
     acc = [contains_gold(r["answer"], r["gold"]) for r in rows]
     accc = [contains_gold(r["answer_control"], r["gold"]) for r in rows]
-    out = {"items": len(rows), "em": float(np.mean([r["em"] for r in rows])), "f1": float(np.mean(f1)),
+    out = {"items": len(rows), "failed_ids": failed, "em": float(np.mean([r["em"] for r in rows])), "f1": float(np.mean(f1)),
            "f1_control": float(np.mean(f1c)), "hearing": float(np.mean(f1) - np.mean(f1c)),
            "hearing_ci": paired_bootstrap_interval(f1, f1c, statistic="difference"),
            "acc": float(np.mean(acc)), "acc_control": float(np.mean(accc)),
@@ -137,6 +167,10 @@ def to_markdown(results: dict) -> str:
                          f"{r['hearing']:+.3f}{ci_text(r.get('hearing_ci'))} | {fmt('acc')} | {fmt('acc_control')} | "
                          f"{r['hearing_acc']:+.3f}{ci_text(r.get('hearing_acc_ci'))} | {fmt('wer')} | {fmt('wer_other')} | "
                          f"{fmt('distinct_transcripts')} |")
+    failed = [f"{name} on {set_name}: {len(r['failed_ids'])} ({', '.join(r['failed_ids'])})"
+              for set_name, systems in results["sets"].items() for name, r in systems.items() if r.get("failed_ids")]
+    if failed:
+        lines += ["", "Items that failed (an `error` in `systems/<name>.json`; not scored): " + "; ".join(failed) + "."]
     lines += ["", f"Models: {json.dumps(results['paths'])}", ""]
     return "\n".join(lines)
 
