@@ -67,6 +67,29 @@ def test_export_ships_exactly_the_non_base_tensors(exported, tiny_llm_dir):
     assert "Apache-2.0" in card and "MIT" in card and "Scores (stage 6)" in card and "Training budget" in card
 
 
+def test_a_float16_export_loads_back_as_its_rounded_weights(exported, tiny_llm_dir, tmp_path, monkeypatch):
+    """``--dtype float16`` halves the package: every shipped float tensor is stored rounded and loaded back into
+    the model's float32; the card names the corpus from stage 1's summary."""
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"subsets": {"distill_train": {"utterances": 12, "hours": 0.01}},
+                                   "voices": {"en-us-m3": 12}}))
+    out = tmp_path / "fp16" / NAME
+    load_export_script().main(["--nemo", str(exported["nemo"]), "--llm-dir", str(tiny_llm_dir), "--out", str(out),
+                               "--dtype", "float16", "--corpus-summary", str(summary)])
+    shipped = load_file(str(out / P.WEIGHTS_FILE))
+    full = load_file(str(exported["dir"] / P.WEIGHTS_FILE))
+    assert set(shipped) == set(full)
+    assert all(v.dtype == (torch.float16 if full[k].is_floating_point() else full[k].dtype) for k, v in shipped.items())
+    assert (out / P.WEIGHTS_FILE).stat().st_size < 0.6 * (exported["dir"] / P.WEIGHTS_FILE).stat().st_size
+    monkeypatch.setenv(P.MODELS_ENV, str(tiny_llm_dir.parent))
+    loaded = AuRAModel.from_pretrained(NAME, pretrained_dir=out.parent).state_dict()
+    for k, v in full.items():
+        assert loaded[k].dtype == v.dtype and torch.equal(loaded[k], v.to(shipped[k].dtype).to(v.dtype)), k
+    assert any(not torch.equal(loaded[k], v) for k, v in full.items())  # rounded, not the float32 values
+    card = (out / P.CARD_FILE).read_text()
+    assert "| distill_train | 12 | 0.01 |" in card and "en-us-m3 (12)" in card and "TODO: the corpus" not in card
+
+
 def test_from_pretrained_matches_the_trained_model(exported, tiny_llm_dir, monkeypatch):
     names = [m.pretrained_model_name for m in AuRAModel.list_available_models()]
     assert NAME in names and all(m.description for m in AuRAModel.list_available_models())

@@ -154,6 +154,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert len(mf_rows) == tiny.multi_fact["test"] and all(r["control"] != r["id"] for r in mf_rows)
     assert all(r["control"].startswith("mf-test-") for r in mf_rows)  # the paired question of the same context
     assert (exp / "stage6" / "hearing" / "hearing.png").stat().st_size > 0
+    # ... and exports the final AuRA as a pretrained model, its card holding these scores and the corpus
+    card = (exp / "pretrained" / "aura_tiny" / "MODEL_CARD.md").read_text()
+    assert (exp / "pretrained" / "aura_tiny" / "model.safetensors").stat().st_size > 0
+    assert "| target | ratio | bound | met |" in card and "Hearing:" in card and "| distill_train |" in card
 
     # stage 7 (optional): the reading ablation, three variants on the tiny preset
     out7 = run_recipe(tmp_path, "--stage", "7", "--stop-stage", "7")

@@ -19,7 +19,8 @@ def test_tiny_benchmark_reports_both_precisions_on_the_same_batches(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "train_throughput.json").read_text())
     assert [(r["objective"], r["precision"]) for r in result["runs"]] == [
-        ("distill", "32-true"), ("distill", "bf16-mixed"), ("hearing", "32-true"), ("hearing", "bf16-mixed")]
+        ("distill", "32-true"), ("distill", "bf16-mixed"), ("reading", "32-true"), ("reading", "bf16-mixed"),
+        ("hearing", "32-true"), ("hearing", "bf16-mixed")]
     for name, ratio in result["ratios"].items():
         # the same seed, weights and batches: before any step bf16 autocast changes the losses by rounding only
         # (after the steps the tiny random model's trajectories may drift apart, so only finiteness is asked there)

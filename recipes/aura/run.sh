@@ -237,6 +237,12 @@ stage6() {
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
     --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
     --llm-dir "$llm_dir" --asr "$cascade_asr" --out "$exp/stage6/hearing" ${hearing_score_args:-}
+  # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
+  # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
+  # shellcheck disable=SC2086
+  "$python" $local/export_pretrained.py --nemo "$aura_final" --llm-dir "$llm_dir" --name "$pretrained_name" \
+    --out "$exp/pretrained/$pretrained_name" --scores "$exp/stage6/results.md" --scores "$exp/stage6/hearing/results.md" \
+    --corpus-summary "$stage1/summary.json" ${pretrained_args:-}
 }
 
 stage7() {

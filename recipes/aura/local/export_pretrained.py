@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 DEFAULT_NAME = "aura_smollm2_135m_whisper_base"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--llm-licence", default="Apache-2.0")
     p.add_argument("--teacher-name", default="Whisper-base", help="acoustic teacher (training only), for the card")
     p.add_argument("--teacher-licence", default="MIT")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="storage type of the shipped floating-point tensors (float16 halves the package; loaded "
+                        "back into the model's float32)")
+    p.add_argument("--corpus-summary", type=Path, default=None, help="stage 1's summary.json, for the card's data")
     return p.parse_args(argv)
 
 
@@ -93,13 +98,13 @@ def model_card(name: str, model, tensors: dict, args, description: str) -> str:
         f"{cfg.patch_embedding.get('stem', 'mlp')} |",
         f"| reading | span {model.reading_span}; audio_span {OmegaConf.to_container(cfg.get('audio_span') or {})} |",
         f"| shipped tensors | {len(tensors)} tensors, {sum(counts.values()):,} values, {size / 2**20:.1f} MiB: "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) + " |",
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) + f" (stored as {args.dtype}) |",
         f"| exported from | `{args.nemo.name}`, {dt.date.today().isoformat()} |", "",
         "## Use", "", "```python", "from nemo_aura import AuRAModel", "",
         f'model = AuRAModel.from_pretrained("{name}")',
         'print(model.generate(["question.wav"], task="qa"))', "```", "",
         "## Data", "",
-        "TODO: the corpus (stage 1 preset, hours of speech per set, voices) and its licences.", "",
+        *corpus_lines(args.corpus_summary), "",
     ]
     lines += [f"- run `{h.get('name')}`: train cuts `{h.get('train_cuts')}`" for h in history] + [""]
     lines += ["## Training budget", "", "| run | steps | batch seconds | init from | fit seconds |",
@@ -135,8 +140,9 @@ def export(args) -> Path:
     base = P.load_base_weights(args.llm_dir)
     tied = bool(getattr(model.llm.config, "tie_word_embeddings", False))
     state = model.state_dict()
-    tensors = P.non_base_tensors(state, base, tied)
-    meta = {"nemo_aura_pretrained": args.name, "base_llm": args.llm_dir.name, "base_llm_fingerprint": P.fingerprint(base)}
+    dtype = DTYPES[args.dtype]
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in P.non_base_tensors(state, base, tied).items()}
+    meta = {"nemo_aura_pretrained": args.name, "dtype": args.dtype, "base_llm": args.llm_dir.name, "base_llm_fingerprint": P.fingerprint(base)}
     description = P.MODELS[args.name].description if args.name in P.MODELS else f"AuRA model exported from {args.nemo.name}."
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -145,7 +151,7 @@ def export(args) -> Path:
         save_file(tensors, str(tmp / P.WEIGHTS_FILE), metadata=meta)
         OmegaConf.save(portable_config(model.cfg, args.name, args.llm_dir.name), tmp / P.CONFIG_FILE)
         (tmp / P.CARD_FILE).write_text(model_card(args.name, model, tensors, args, description))
-        check_round_trip(AuRAModel, tmp, args.llm_dir, state)
+        check_round_trip(AuRAModel, tmp, args.llm_dir, state, dtype)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     finally:
@@ -155,15 +161,43 @@ def export(args) -> Path:
     return out
 
 
-def check_round_trip(cls, path: Path, llm_dir: Path, state: dict) -> None:
-    """Load ``path`` as ``from_pretrained`` does and compare every tensor with the exported model's."""
+def check_round_trip(cls, path: Path, llm_dir: Path, state: dict, dtype: torch.dtype = torch.float32) -> None:
+    """Load ``path`` as ``from_pretrained`` does and compare every tensor with the exported model's (a shipped
+    tensor as stored: rounded to ``dtype``)."""
     from nemo_aura.parts import pretrained as P
 
     cfg, _ = P.load_config(path, llm_dir.parent)
     loaded = P.compose(cls, cfg, llm_dir, path / P.WEIGHTS_FILE).state_dict()
-    differ = [k for k in state if k not in loaded or not torch.equal(state[k], loaded[k])]
+    shipped = shipped_keys(path / P.WEIGHTS_FILE)
+    expected = {k: v.to(dtype).to(v.dtype) if k in shipped and v.is_floating_point() else v for k, v in state.items()}
+    differ = [k for k in expected if k not in loaded or not torch.equal(expected[k], loaded[k])]
     if differ or set(loaded) - set(state):
         raise RuntimeError(f"the export does not load back to the same model: {(differ or sorted(set(loaded) - set(state)))[:5]}")
+
+
+def shipped_keys(path: Path) -> set[str]:
+    """The tensor names of a safetensors file (the tensors are not loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys())
+
+
+def corpus_lines(summary: Path | None) -> list[str]:
+    """The card's data section from stage 1's summary.json: utterances and hours per subset."""
+    if summary is None:
+        return ["TODO: the corpus (stage 1 preset, hours of speech per set, voices) and its licences."]
+    import json
+
+    data = json.loads(summary.read_text())
+    lines = ["Synthesized speech (stage 1 of the recipe; no recorded speech, no dataset download):", "",
+             "| subset | utterances | hours |", "|---|---|---|"]
+    for name, sub in (data.get("subsets") or {}).items():
+        lines.append(f"| {name} | {sub.get('utterances')} | {sub.get('hours')} |")
+    voices = data.get("voices") or {}
+    if voices:
+        lines += ["", "Voices (utterances): " + ", ".join(f"{v} ({n})" for v, n in dict(voices).items()) + "."]
+    return lines
 
 
 def main(argv=None) -> int:

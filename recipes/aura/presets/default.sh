@@ -23,3 +23,5 @@ hearing_score_args=""                       # stage 6: e.g. --limit 60
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
 probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's
 probe_stage5_args="--layers 6 12 20 30 --train-limit 1500 --epochs 12"   # stage 7: the same probe of the stage-5 model (30 = the last layer)
+pretrained_name=aura_smollm2_135m_whisper_base   # stage 6: the final AuRA exported as a pretrained model (exp/<tag>/pretrained/)
+pretrained_args="--dtype float16"              # stage 6: export_pretrained.py options

@@ -23,3 +23,5 @@ hearing_score_args="--max-new-tokens 4"
 ablation_args="--steps 2 --items 4 --text-items 2 --only baseline,vocab_ctc,audio_only_lora"   # stage 7
 probe_args="--layers 0 2 --teacher-layers 3 --train-limit 8 --epochs 2"   # stage 7
 probe_stage5_args="--layers 2 4 --train-limit 8 --epochs 2"   # stage 7
+pretrained_name=aura_tiny                   # stage 6: the final AuRA exported as a pretrained model (exp/<tag>/pretrained/)
+pretrained_args=""                           # stage 6: export_pretrained.py options
