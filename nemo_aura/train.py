@@ -10,6 +10,8 @@ model's ``cfg.training_history``.
 """
 from __future__ import annotations
 
+import csv
+import io
 import time
 from pathlib import Path
 
@@ -97,13 +99,27 @@ def record_training(model: AuRAModel, cfg: DictConfig, steps: int, fit_seconds: 
         model.cfg.training_history = [*(model.cfg.get("training_history") or []), entry]
 
 
+def csv_logger(log_dir: Path, resuming: bool) -> CSVLogger:
+    """Lightning's CSV log (``csv/metrics.csv``). Its writer deletes an existing file when it starts, so a run resumed
+    after a kill would lose the rows (validation points) logged before: when resuming they are put back and the
+    new rows appended after them (a step logged after the last checkpoint may appear twice; readers take the last)."""
+    logger = CSVLogger(save_dir=str(log_dir), name="", version="csv")
+    path = Path(logger.log_dir) / "metrics.csv"
+    earlier = path.read_text() if resuming and path.is_file() else ""
+    writer = logger.experiment  # created now: this is where the file is removed
+    if earlier.strip():
+        path.write_text(earlier)
+        writer.metrics_keys = sorted(next(csv.reader(io.StringIO(earlier))))
+    return logger
+
+
 def train(cfg: DictConfig) -> AuRAModel:
     OmegaConf.resolve(cfg)
     seed_everything(cfg.get("seed", 0), workers=True)
     trainer = Trainer(**trainer_kwargs(cfg.trainer))
     log_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
     if cfg.report.get("csv_log", True):
-        trainer.loggers = [*trainer.loggers, CSVLogger(save_dir=str(log_dir), name="", version="csv")]
+        trainer.loggers = [*trainer.loggers, csv_logger(log_dir, resuming=trainer.ckpt_path is not None)]
     report_dir = Path(cfg.report.dir) if cfg.report.get("dir") else log_dir.parent / f"{cfg.name}_report"
     model = build_model(cfg, trainer)
     resuming = trainer.ckpt_path is not None

@@ -1,4 +1,5 @@
 """Faults: a SIGKILLed distillation run resumes from its last checkpoint and ends at the same step."""
+import csv
 import os
 import signal
 import subprocess
@@ -45,11 +46,19 @@ def test_sigkill_mid_training_resumes_to_the_same_final_step(tiny_llm_dir, tmp_p
     killed_at = max(torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in checkpoints(exp_dir))
     assert 0 < killed_at < MAX_STEPS
 
+    metrics = exp_dir / "distill" / "csv" / "metrics.csv"
+    logged_before = [r for r in csv.DictReader(metrics.open()) if r.get("val_loss")]
+    assert logged_before  # at least the validation before training (a finished trainer.validate writes its rows)
+
     rerun = subprocess.run(cmd, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resuming training from checkpoint" in rerun.stdout + rerun.stderr
     states = [torch.load(p, map_location="cpu", weights_only=False) for p in checkpoints(exp_dir)]  # all readable
     assert max(s["global_step"] for s in states) == MAX_STEPS
+    # The CSV log keeps the validation points of the killed run, then the resumed run's, up to the last step.
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("val_loss")]
+    assert [r["step"] for r in rows[: len(logged_before)]] == [r["step"] for r in logged_before]
+    assert int(rows[0]["step"]) < killed_at and int(rows[-1]["step"]) >= MAX_STEPS - 1
     # Checkpoints hold what trains: the frozen LLM and teacher are listed as omitted and rebuilt at resume.
     for state in states:
         omitted = set(state["aura_frozen_weights_omitted"])
