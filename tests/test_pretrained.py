@@ -73,9 +73,14 @@ def test_a_float16_export_loads_back_as_its_rounded_weights(exported, tiny_llm_d
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"subsets": {"distill_train": {"utterances": 12, "hours": 0.01}},
                                    "voices": {"en-us-m3": 12}}))
+    hearing = tmp_path / "hearing.json"
+    hearing.write_text(json.dumps({"sets": {"mf_test": {"aura": {"items": 60, "hearing": 0.01, "hearing_ci": [-0.02, 0.03],
+                                                                  "wer": 0.7, "wer_other": 0.8}},
+                                            "closed_book": {"aura": {"items": 38, "hearing": 0.2, "hearing_ci": [0.1, 0.3],
+                                                                      "wer": 0.5, "wer_other": None}}}}))
     out = tmp_path / "fp16" / NAME
     load_export_script().main(["--nemo", str(exported["nemo"]), "--llm-dir", str(tiny_llm_dir), "--out", str(out),
-                               "--dtype", "float16", "--corpus-summary", str(summary)])
+                               "--dtype", "float16", "--corpus-summary", str(summary), "--hearing", str(hearing)])
     shipped = load_file(str(out / P.WEIGHTS_FILE))
     full = load_file(str(exported["dir"] / P.WEIGHTS_FILE))
     assert set(shipped) == set(full)
@@ -88,6 +93,9 @@ def test_a_float16_export_loads_back_as_its_rounded_weights(exported, tiny_llm_d
     assert any(not torch.equal(loaded[k], v) for k, v in full.items())  # rounded, not the float32 values
     card = (out / P.CARD_FILE).read_text()
     assert "| distill_train | 12 | 0.01 |" in card and "en-us-m3 (12)" in card and "TODO: the corpus" not in card
+    assert "- mf_test (60 items): +0.010 [-0.020, +0.030]: does not hear (interval includes 0), transcript WER 0.70" in card
+    assert "- closed_book (38 items): +0.200 [+0.100, +0.300]: hears, transcript WER 0.50\n" in card and "(stored as float16)" in card
+    assert "does not yet answer from the spoken question" not in card  # it hears on one set
 
 
 def test_from_pretrained_matches_the_trained_model(exported, tiny_llm_dir, monkeypatch):
@@ -157,3 +165,22 @@ def test_readme_try_the_pretrained_model_runs_as_written(exported, tiny_llm_dir,
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, (kind, proc.stderr[-3000:])
     assert "pred_text" in json.loads((tmp_path / "out.json").read_text())
+
+
+def test_the_shipped_model_is_complete_and_names_its_base():
+    """What the package ships (nemo_aura/assets/pretrained/<name>/): config, card and weights, exported against the
+    registered base LLM; only non-base tensors (the base LLM is rebuilt offline by stage 0)."""
+    from omegaconf import OmegaConf
+    from safetensors import safe_open
+
+    path = P.PACKAGE_PRETRAINED_DIR / NAME
+    assert {p.name for p in path.iterdir()} == {P.CONFIG_FILE, P.WEIGHTS_FILE, P.CARD_FILE}
+    cfg = OmegaConf.load(path / P.CONFIG_FILE)
+    assert cfg.pretrained.base_llm == P.MODELS[NAME].base_llm and cfg.student.pretrained_path is None
+    with safe_open(str(path / P.WEIGHTS_FILE), framework="pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    assert meta["base_llm"] == P.MODELS[NAME].base_llm and meta["nemo_aura_pretrained"] == NAME
+    assert all(k.startswith(("patch_embedding.", "ctc_head.", "boundary_head.")) or "lora_" in k for k in keys), keys
+    assert (path / P.WEIGHTS_FILE).stat().st_size < 16 * 2**20
+    card = (path / P.CARD_FILE).read_text()
+    assert "## Does it hear?" in card and "## Training budget" in card and "## Licences" in card

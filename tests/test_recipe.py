@@ -127,18 +127,20 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "reading_ctc"]
+    assert [r["name"] for r in runs["aura"]] == ["distill", "distill_more", "reading_ctc"]
     assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
-    assert [r["steps"] for r in runs["aura"]] == [8, 4]  # the tiny preset's budgets, resume included
-    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo"]
-    assert runs["aura"][1]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
+    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included
+    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_distilled_more.nemo"]
+    assert runs["aura"][1]["train_cuts"] == "ci/stage3/distill_more_mix.jsonl.gz"
+    assert runs["aura"][2]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
     from lhotse import CutSet
 
     mix_ids = [c.id for c in CutSet.from_file(exp / "stage3" / "reading_ctc_mix.jsonl.gz")]
     assert sum(i.startswith("words-train-") for i in mix_ids) == tiny.word_sequences  # the word sequences are read too
+    assert "val_distill_cos_layer1" in reading_after  # Whisper still teaches layers 1..K beside the CTC
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())

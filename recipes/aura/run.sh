@@ -7,8 +7,9 @@
 #
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
-#   3 distillation, then the reading run the preset's $reading names: vocab (default: CTC over the LLM's vocabulary
-#     at layer K on all the transcribed speech, conf/reading_ctc.yaml) or collapsed (text-aligned reading at layer K,
+#   3 distillation, then the reading run the preset's $reading names: vocab (default: the distillation continued on
+#     the sentences and spoken questions, conf/distill_more.yaml, then CTC over the LLM's vocabulary at layer K on all
+#     the transcribed speech with Whisper still teaching layers 1..K, conf/reading_ctc.yaml) or collapsed (text-aligned reading at layer K,
 #     conf/hearing.yaml then conf/hearing_questions.yaml)
 #   4 encoder removal                5 speech-QA fine-tuning (collapsed: AuRA, conf/aura_qa.yaml) + bridge baseline
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
@@ -97,6 +98,7 @@ distilled=$exp/stage3/aura_distilled.nemo
 hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
 reading_ctc_nemo=$exp/stage3/aura_reading_ctc.nemo
+distilled_more=$exp/stage3/aura_distilled_more.nemo
 reading=${reading:-vocab}
 case $reading in
   vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo ;;
@@ -163,13 +165,22 @@ stage3() {
 # questions in their prompts, random word sequences); generation reads the greedy tokens as text (reading.span: vocab).
 reading_vocab() {
   if [ -f "$reading_ctc_nemo" ]; then log "  $reading_ctc_nemo exists: skipping the vocabulary-CTC reading run"; return 0; fi
+  # More distillation first, on the sentences and the spoken QA questions (both with cached Whisper targets): the
+  # acoustic content of layers 1..K is what limits the reading (recipes/aura/results/default/HEARING.md).
+  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/distill_more_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
+    "$exp/stage2/qa_train/cuts.jsonl.gz" > /dev/null
+  # shellcheck disable=SC2086
+  train distill_more "$distilled" "$exp/stage3/distill_more_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$exp/stage3" \
+    "$distilled_more" -- ${distill_more_overrides:-}
   local words=()
   [ -f "$words_train" ] && words=("$words_train")
-  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_train" "$qa_train" \
-    "$mf_train" "${words[@]}" > /dev/null
+  # Whisper keeps teaching layers 1..K beside the CTC: the cached targets where they exist, the teacher online for
+  # the multi-fact questions (and word sequences).
+  "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
+    "$exp/stage2/qa_train/cuts.jsonl.gz" "$mf_train" "${words[@]}" > /dev/null
   # shellcheck disable=SC2086
-  train reading_ctc "$distilled" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$distill_dev" "$exp/stage3" "$reading_ctc_nemo" \
-    -- ${reading_overrides:-}
+  train reading_ctc "$distilled_more" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+    "$exp/stage3" "$reading_ctc_nemo" -- ${reading_overrides:-}
 }
 
 # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
@@ -242,7 +253,7 @@ stage6() {
   # shellcheck disable=SC2086
   "$python" $local/export_pretrained.py --nemo "$aura_final" --llm-dir "$llm_dir" --name "$pretrained_name" \
     --out "$exp/pretrained/$pretrained_name" --scores "$exp/stage6/results.md" --scores "$exp/stage6/hearing/results.md" \
-    --corpus-summary "$stage1/summary.json" ${pretrained_args:-}
+    --corpus-summary "$stage1/summary.json" --hearing "$exp/stage6/hearing/results.json" ${pretrained_args:-}
 }
 
 stage7() {

@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="storage type of the shipped floating-point tensors (float16 halves the package; loaded "
                         "back into the model's float32)")
+    p.add_argument("--hearing", type=Path, default=None,
+                   help="stage 6's hearing/results.json: the card says on which sets the model answers from the "
+                        "spoken question (hearing interval above 0) and on which it does not")
     p.add_argument("--corpus-summary", type=Path, default=None, help="stage 1's summary.json, for the card's data")
     return p.parse_args(argv)
 
@@ -100,6 +103,7 @@ def model_card(name: str, model, tensors: dict, args, description: str) -> str:
         f"| shipped tensors | {len(tensors)} tensors, {sum(counts.values()):,} values, {size / 2**20:.1f} MiB: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) + f" (stored as {args.dtype}) |",
         f"| exported from | `{args.nemo.name}`, {dt.date.today().isoformat()} |", "",
+        *hearing_lines(args.hearing),
         "## Use", "", "```python", "from nemo_aura import AuRAModel", "",
         f'model = AuRAModel.from_pretrained("{name}")',
         'print(model.generate(["question.wav"], task="qa"))', "```", "",
@@ -181,6 +185,30 @@ def shipped_keys(path: Path) -> set[str]:
 
     with safe_open(str(path), framework="pt") as f:
         return set(f.keys())
+
+
+def hearing_lines(results: Path | None, system: str = "aura") -> list[str]:
+    """The card's 'Does it hear?' section: per test set, F1 with the item's own spoken question minus F1 with its
+    control question (95% interval), and what that says."""
+    if results is None:
+        return []
+    import json
+
+    sets = {name: r[system] for name, r in json.loads(results.read_text())["sets"].items() if system in r}
+    lines = ["## Does it hear?", "",
+             "F1 with the item's own spoken question minus F1 with a control question (multi-fact sets: about another "
+             "entity of the same context; others: the next item's), same context and gold; 95% paired-bootstrap "
+             f"interval (`{'/'.join(results.parts[-3:])}`):", ""]
+    for name, r in sets.items():
+        lo, hi = r.get("hearing_ci") or (r["hearing"], r["hearing"])
+        verdict = "hears" if lo > 0 else "does not hear (interval includes 0)" if hi >= 0 else "worse than chance"
+        wer = "" if r.get("wer") is None else f", transcript WER {r['wer']:.2f}" + (
+            "" if r.get("wer_other") is None else f" (vs other utterances {r['wer_other']:.2f})")
+        lines.append(f"- {name} ({r['items']} items): {r['hearing']:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}{wer}")
+    if sets and all((r.get("hearing_ci") or [0])[0] <= 0 for r in sets.values()):
+        lines += ["", "**This model does not yet answer from the spoken question**: its answers are no better with the "
+                      "question asked than with another one. Its transcripts follow the audio (see the WER above)."]
+    return lines + [""]
 
 
 def corpus_lines(summary: Path | None) -> list[str]:

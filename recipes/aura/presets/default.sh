@@ -10,6 +10,7 @@ cache_batch_size=8                          # stage 2
 bench_utts=48                               # stage 2: utterances timed with cache vs online teacher
 distill_overrides=""                        # stage 3: extra Hydra overrides
 reading=vocab                               # stage 3, reading run: vocab (conf/reading_ctc.yaml) | collapsed | none
+distill_more_overrides=""   # stage 3, reading=vocab: conf/distill_more.yaml overrides
 reading_overrides=""                        # stage 3, reading=vocab: conf/reading_ctc.yaml overrides
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget

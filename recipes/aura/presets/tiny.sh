@@ -10,6 +10,7 @@ cache_batch_size=4
 bench_utts=8
 distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=4"
 reading=vocab
+distill_more_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"   # stage 3, reading=vocab: conf/distill_more.yaml overrides
 reading_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
 hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
 bridge_qa_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
