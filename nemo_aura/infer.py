@@ -123,7 +123,9 @@ def predict(model, items: list[Item], cfg: InferConfig) -> None:
 def _run(model, batch: list[Item], cfg: InferConfig) -> list[str]:
     """One batch; for qa each line is a spoken question (with its optional ``context``) or, if it has a
     ``question`` field, a text question about its audio."""
-    messages = [_message(model, it.entry, cfg.task) for it in batch]
+    # asr keeps the task's own prompt (prompts=None): a reading interface with its own transcription path (the
+    # vocab span's CTC tokens) answers it directly instead of asking the LLM to repeat the audio
+    messages = None if cfg.task == "asr" else [_message(model, it.entry, cfg.task) for it in batch]
     return model.generate([it.audio for it in batch], prompts=messages, task=cfg.task,
                           max_new_tokens=cfg.max_new_tokens, **dict(cfg.generation))
 

@@ -387,6 +387,11 @@ def test_vocab_span_reads_its_ctc_tokens_as_plain_text(tiny_cfg, monkeypatch):
     assert model.generate(audio, task="asr") == [model.decode_ids(w) for w in words]
     hyps = model.transcribe(audio, batch_size=2, return_hypotheses=True, verbose=False)
     assert [h.y_sequence.tolist() for h in hyps] == words and hyps[0].score == -1.0
+    from nemo_aura.infer import InferConfig, Item, predict  # the command line's asr path transcribes the same way
+
+    items = [Item(line=n + 1, entry={"audio_filepath": f"{n}.wav"}, audio=a) for n, a in enumerate(audio)]
+    predict(model, items, InferConfig(model_path="-", manifest="m.json", output="-", task="asr", batch_size=2))
+    assert [it.added["pred_text"] for it in items] == [model.decode_ids(w) for w in words]
 
     contexts = ["seven eight nine", "ten"]
     answers = model.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=5)
