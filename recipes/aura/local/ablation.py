@@ -169,9 +169,10 @@ def mismatched(asr: dict) -> str:
 
 
 def reading_steps(result: dict) -> int | None:
-    """Fine-tuning steps the scored model has had in all (its training history without distillation runs)."""
+    """Fine-tuning steps the scored model has had in all (its training history without the distillation runs:
+    ``distill``, ``distill_more``, ``<variant>_distill``)."""
     history = result.get("training_history")
-    return None if history is None else sum(e["steps"] for e in history if not e["name"].endswith("distill"))
+    return None if history is None else sum(e["steps"] for e in history if "distill" not in e["name"])
 
 
 def steps_cell(result: dict) -> str:
