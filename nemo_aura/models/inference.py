@@ -201,16 +201,17 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             if transcripts:  # the tokens are the transcript: the instruct LLM need not copy them
                 return [(ids.tolist(), score if with_scores else None) for ids, score in self.vocab_span_tokens(inputs)]
             inputs, _ = self.read_span_as_tokens(inputs)
+        stops = self.stop_token_ids
         with replaced:
             if self.audio_span.needs_positions:
                 options = {**options, "cache": self._prefill_audio_span(inputs)}
             with self.audio_span.positions(None):  # generated tokens are text
                 out = self.llm.generate(
                     inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-                    eos_token_id=self.stop_token_ids, pad_token_id=self.pad_id,
+                    eos_token_id=stops, pad_token_id=self.pad_id,
                     return_dict_in_generate=True, output_scores=with_scores, **options,
                 )
-        rows = [cut_at_stop(row, self.stop_token_ids) for row in out.sequences]
+        rows = [cut_at_stop(row, stops) for row in out.sequences]  # the ids once, not per row
         if not with_scores:
             return [(r, None) for r in rows]
         beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities

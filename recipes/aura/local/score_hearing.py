@@ -72,18 +72,6 @@ def load_set(spec: str, limit: int | None) -> tuple[str, list[QAItem], list[str]
     return name, items, controls
 
 
-def load_audios(system, items: list[QAItem]) -> tuple[dict, dict[str, str]]:
-    """{id: audio} at the system's rate (empty for a text system), and {id: error} for audio that fails to load."""
-    audio, errors = {}, {}
-    if system.uses_audio:
-        for item in items:
-            try:
-                audio[item.id] = item.load_audio(system.sample_rate)
-            except Exception as e:  # one missing or corrupt file is that item's error, not the whole set's
-                errors[item.id] = f"audio: {type(e).__name__}: {e}"
-    return audio, errors
-
-
 def score_item(system, item: QAItem, control: QAItem, audio: dict, max_new_tokens: int) -> dict:
     own = system.answer(item, audio.get(item.id), max_new_tokens)["answer"]
     swapped = dataclasses.replace(item, question=control.question)  # own context and gold, the other question
@@ -102,8 +90,12 @@ def score_system(system, items: list[QAItem], controls: list[str], max_new_token
     """Per-item rows: own and control answers with their F1/EM; transcripts for speech systems. An item whose own or
     control audio fails to load, or whose answer raises (e.g. audio over the model's limit), is a row with an
     ``error``: it is listed, not scored, and the other items go on."""
+    from benchmark_worker import load_audios  # stage 6's loader: a file that fails is that item's error
+
     by_id = {i.id: i for i in items}
-    audio, errors = load_audios(system, items)
+    loaded, failed = load_audios(items, system.sample_rate if system.uses_audio else None)
+    audio = {i.id: a for i, a in zip(items, loaded) if a is not None}
+    errors = {items[n].id: e for n, e in failed.items()}
     rows = []
     for item, control_id in zip(items, controls):
         error = errors.get(item.id) or (f"control {control_id}: {errors[control_id]}" if control_id in errors else None)
