@@ -1,4 +1,4 @@
-"""Bad input at every user-facing entry point (issue 20): a clear error naming the item, line or file, or the
+"""Bad input at every user-facing entry point: a clear error naming the item, line or file, or the
 correct result; nothing already written is lost."""
 import gc
 import json

@@ -89,7 +89,7 @@ def test_tiny_corpus_builds_validates_and_is_reproducible(tmp_path):
     again = build(tmp_path / "a")  # rerun of a finished stage: skipped
     assert "complete: skipping" in again.stdout
 
-    # data scale (issue 7): every train text in a second voice; the default's wavs are linked, not re-synthesized
+    # data scale: every train text in a second voice; the default's wavs are linked, not re-synthesized
     build(tmp_path / "x2", 1, "tiny_x2", "--reuse-audio-from", str(tmp_path / "a"))
     x2 = json.loads((tmp_path / "x2" / "summary.json").read_text())
     assert x2["subsets"]["distill_train"]["utterances"] == 2 * tiny.distill_train and x2["train_voices"] == 2

@@ -331,7 +331,7 @@ def test_text_systems_get_the_asr_ceiling_row_speech_systems_their_transcripts()
     assert "{question}" in TEXT_ASR_TEMPLATE and "{audio}" not in TEXT_ASR_TEMPLATE
 
     class Parrot:  # answers with the question, "transcribes" its text by dropping the last word
-        uses_audio, sample_rate = False, 16000
+        uses_audio, sample_rate, asr_ceiling = False, 16000, True
 
         def answer(self, item, audio, max_new_tokens):
             return {"answer": item.question}
@@ -350,6 +350,11 @@ def test_text_systems_get_the_asr_ceiling_row_speech_systems_their_transcripts()
         answer = Parrot.answer
 
     assert "wer" not in summarize(score_system(Plain(), items, ["1", "2", "0"], 8)["rows"])
+
+    class QATuned(Parrot):  # the fine-tuned reader answers the ASR prompt with a span: not a transcription ceiling
+        asr_ceiling = False
+
+    assert "wer" not in summarize(score_system(QATuned(), items, ["1", "2", "0"], 8)["rows"])
 
 
 def test_greedy_ctc_tokens_merge_repeats_and_drop_blanks():
@@ -482,3 +487,45 @@ def test_vocab_span_read_alone_gives_the_same_tokens_whatever_the_prompt_and_tra
         tiny_cfg.reading = {"span": "frames", "context": "audio"}
     with pytest.raises(ValueError, match="reading.context audio"):
         AuRAModel(tiny_cfg)
+
+
+def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_them_tokenized(tiny_cfg, tmp_path):
+    """``loss.ctc_vocabulary: characters``: several CTC frames per audio token over printable ASCII; trained on three
+    utterances it writes their transcripts (validation's ``ctc_wer`` says so), generation reads the text through the
+    LLM's tokenizer, and the encoder-free export writes the same."""
+    from nemo_aura.modules.vocab_ctc import CharacterCTCHead, fold_to_alphabet
+
+    assert fold_to_alphabet("Zoë  Ångström\tsays “hi”") == "Zoe Angstrom says hi"
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "ctc_vocabulary": "characters", "ctc_upsample": 4}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "vocab"}
+    torch.manual_seed(0)
+    model = AuRAModel(tiny_cfg)
+    assert isinstance(model.ctc_head, CharacterCTCHead)
+    batch = asr_batch(model, tmp_path)
+    model.eval()
+    with torch.no_grad():
+        assert model.compute_losses(batch)["ctc_wer"].item() >= 0.9  # untrained: writes nothing right
+    first, out = train_steps(model, batch, steps=150, lr=3e-3)
+    assert out["ctc_loss"].item() < 0.2 * first["ctc_loss"] and "ctc_wer" not in out  # no decoding while training
+    model.eval()
+    with torch.no_grad():
+        assert model.compute_losses(batch)["ctc_wer"].item() < 0.35
+    audio = [batch["audio"][b, : batch["audio_lens"][b]] for b in range(3)]
+    ids = model.generate_ids(audio, task="asr")
+    right = [b for b in range(3) if model.tokenizer.ids_to_text(ids[b]) == batch["transcripts"][b]]
+    assert len(right) >= 2
+    for b in right:  # the LLM reads the head's text tokenized as it tokenizes any text
+        assert ids[b] == model.tokenizer.text_to_ids(batch["transcripts"][b])
+    path = model.export_encoder_free(str(tmp_path / "chars.nemo"))
+    restored = AuRAModel.restore_from(path, map_location="cpu").eval()
+    assert isinstance(restored.ctc_head, CharacterCTCHead) and restored.generate_ids(audio, task="asr") == ids
+    # stage 6's aura_ctc_ft: the fine-tuned reader answers what this model writes, loaded through NeMo's ASRModel
+    from nemo_aura.scoring.systems import build_system
+
+    with pytest.raises(ValueError, match="needs --reader-dir"):
+        build_system("aura_ctc_ft", {"aura": path})
+    system = build_system("aura_ctc_ft", {"aura": path, "reader_dir": tiny_cfg.student.pretrained_path})
+    assert system.name == "aura_ctc_ft" and system.uses_audio
+    assert [system.transcribe(a.numpy()) for a in audio] == [model.tokenizer.ids_to_text(i) for i in ids]

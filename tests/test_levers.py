@@ -1,4 +1,4 @@
-"""Levers for reading the internalized audio (issue 7): textual-teacher KL, transcript-loss warm-up."""
+"""Levers for reading the internalized audio: textual-teacher KL, transcript-loss warm-up."""
 import pytest
 import torch
 from lhotse import CutSet

@@ -1,4 +1,4 @@
-"""The linear CTC probe (issue 7's diagnosis): it learns what is linearly there, and runs on a model + cached cuts."""
+"""The linear CTC probe: it learns what is linearly there, and runs on a model + cached cuts."""
 import json
 
 import pytest

@@ -146,12 +146,17 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
     assert set(hearing["sets"]) == {"mf_test", "mf_test_seen", "closed_book"}
     for set_name, systems in hearing["sets"].items():
-        assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura"}
+        assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura", "topline_ft",
+                                "cascade_ft", "aura_ctc_ft"}
         for name, r in systems.items():
             assert r["hearing"] == pytest.approx(r["f1"] - r["f1_control"])
             # speech systems transcribe their audio; the topline writes the ASR prompt's reply to the question text
-            # (the transcription ceiling of a span read as text); the oracles transcribe nothing
-            assert ("wer" in r) == (name in ("cascade", "aura", "topline"))
+            # (the transcription ceiling of a span read as text); the oracles and the QA-tuned reader's topline do not
+            assert ("wer" in r) == (name in ("cascade", "aura", "topline", "cascade_ft", "aura_ctc_ft"))
+        # AuRA's CTC text read by the fine-tuned reader: the same transcripts as AuRA's own
+        assert systems["aura_ctc_ft"]["wer"] == pytest.approx(systems["aura"]["wer"])
+    reader = json.loads((exp / "stage5" / "text_qa_reader" / "report.json").read_text())  # stage 5's text-QA reader
+    assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
     mf_rows = json.loads((exp / "stage6" / "hearing" / "systems" / "aura.json").read_text())["mf_test"]["rows"]
     assert len(mf_rows) == tiny.multi_fact["test"] and all(r["control"] != r["id"] for r in mf_rows)
     assert all(r["control"].startswith("mf-test-") for r in mf_rows)  # the paired question of the same context

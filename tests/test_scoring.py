@@ -249,3 +249,37 @@ def test_cascade_whisper_encodes_the_shortest_window_that_fits(tmp_path):
     full(synth_wave(0, 1.5))
     assert frames == [200, 500, 1000]  # 2 s, 5 s, then the full 10 s window
     assert short.model.config.max_source_positions == 500 and short.model.model.encoder.embed_positions.num_embeddings == 500
+
+
+def test_text_qa_reader_learns_the_answer_spans_and_is_an_llm_dir_the_systems_load(tiny_llm_dir, tmp_path):
+    """Stage 5's fine-tuned text-QA reader: LoRA on the text QA items (answer tokens only), merged into a plain HF
+    directory that ``TextAnswerer.from_dir`` (topline, cascade) loads; the loss falls and the dev answers change to
+    the trained spans; a rerun keeps what exists."""
+    import json
+
+    import torch
+    from finetune_text_qa import ChatExamples, collate, load_examples, main
+    from nemo_aura.scoring.systems import TextAnswerer
+    from nemo_aura.testing import write_tiny_cuts
+
+    cuts = write_tiny_cuts(tmp_path / "qa", n=4, task="qa")
+    examples = load_examples([str(cuts)])
+    reader = TextAnswerer.from_dir(str(tiny_llm_dir))
+    row = ChatExamples(examples[:1], reader.formatter)[0]
+    answer = reader.formatter.tokenizer.text_to_ids(examples[0]["answer"])
+    learnt = row["input_ids"][row["labels"] != -100].tolist()
+    assert learnt[: len(answer)] == answer and len(learnt) <= len(answer) + 2  # the answer (+ end of turn) only
+    assert row["input_ids"][: len(row["input_ids"]) - len(learnt)].tolist() == reader.formatter.encode_dialog(
+        [{"role": "user", "slots": {"message": examples[0]["message"]}}])["input_ids"].tolist()
+    out = tmp_path / "reader"
+    assert main(["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--dev", str(cuts), "--out", str(out),
+                 "--steps", "40", "--batch-size", "4", "--lr", "1e-2", "--r", "4", "--threads", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["log"][-1]["loss"] < 0.9 * report["log"][0]["loss"] and "dev_after" in report
+    tuned = TextAnswerer.from_dir(str(out))  # the merged reader, as the topline and cascade load it
+    batch = collate(reader.pad_id)(ChatExamples(examples, reader.formatter).rows)
+    with torch.no_grad():  # the saved weights carry what was learnt (a random tiny LLM with LoRA learns little more)
+        assert tuned.llm(**batch).loss.item() < 0.9 * reader.llm(**batch).loss.item()
+    (out / "marker").write_text("kept")
+    assert main(["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--out", str(out)]) == 0
+    assert (out / "marker").exists() and not out.with_name("reader.tmp").exists()

@@ -86,7 +86,7 @@ class CorpusPreset:
     templated: int = 500  # templated distillation sentences added to the downloaded texts
     # multi-fact spoken QA (``multi_fact`` in the spec): items per split, an even number (items come in pairs)
     multi_fact: dict[str, int] = field(default_factory=lambda: {"train": 800, "dev": 120, "test": 150, "test_seen": 150})
-    train_voices: int = 1  # distillation-train texts spoken by this many distinct voices (data scale, issue 7)
+    train_voices: int = 1  # distillation-train texts spoken by this many distinct voices (data scale)
     # transcribed speech of random word sequences (subset ``words_train``): no sentence to learn by heart, and words
     # the sentences never say; drawn from the training transcripts' words and ``lexicon`` (a word list, one per line)
     word_sequences: int = 0
@@ -98,7 +98,7 @@ PRESETS = {
     # adds 2.1 h; measured 2026-12-05 in the vocab reading run (1000 steps) it left transcripts worse (dev CTC loss
     # 4.50 against 3.75, 62-79% distinct test transcripts against 97%), so the default corpus has none
     "default": CorpusPreset(distill_train=None, distill_dev=120),
-    # Data scale (issue 7, lever 7): the text sources are exhausted at the default size, so more data = the
+    # Data scale: the text sources are exhausted at the default size, so more data = the
     # same train texts in more voices. Dev/QA are the default's, and so is every default utterance (same id,
     # voice and seed: ``--reuse-audio-from`` links the default's wavs instead of synthesizing them again).
     "tiny": CorpusPreset(distill_train=16, distill_dev=4, qa={"train": 4, "dev": 3, "test": 3},

@@ -33,7 +33,8 @@ def cut_target(cut, task: str) -> str:
 
 class AuRADataset(torch.utils.data.Dataset):
     """Maps a CutSet to: ``audio``, ``audio_lens``, ``input_ids`` (right-padded, one audio placeholder
-    each), ``input_lens``, ``loss_mask`` (answer tokens), ``cut_ids``, ``tasks``.
+    each), ``input_lens``, ``loss_mask`` (answer tokens), ``cut_ids``, ``tasks``, and each cut's transcript as
+    text (``transcripts``) and token ids (``transcript_ids``, ``transcript_lens``) for the CTC heads.
 
     Audio at another sample rate is resampled to the model's; multi-channel audio is an error
     (downmix it in the manifest). Each cut's ``custom`` may set ``task`` (asr | qa), ``context``, ``answers``.
@@ -69,6 +70,7 @@ class AuRADataset(torch.utils.data.Dataset):
         return {
             "transcript_ids": right_pad(words, self.pad_id),
             "transcript_lens": torch.tensor([len(w) for w in words]),
+            "transcripts": [cut_transcript(c) for c in cuts],
             "input_ids": right_pad(ids, self.pad_id),
             "input_lens": torch.tensor([len(s) for s in ids]),
             "loss_mask": right_pad(masks, False),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lhotse import CutSet
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
 from nemo.collections.speechlm2.parts.optim_setup import freeze_and_subset
@@ -30,7 +30,7 @@ from nemo_aura.modules.text_align import (
     BoundaryHead, TokenCharLengths, frames_target, pool_segments, segment_starts, text_aligned_loss,
     uniform_char_alignment,
 )
-from nemo_aura.modules.vocab_ctc import VocabCTCHead
+from nemo_aura.modules.vocab_ctc import CharacterCTCHead, VocabCTCHead
 from nemo_aura.parts.audio_span import AudioSpan
 from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.layers import capture_layer_outputs, truncated_layers
@@ -42,6 +42,7 @@ from nemo_aura.parts.lifecycle import FROZEN_OMITTED
 from nemo_aura.parts import pretrained as pretrained_models
 from nemo_aura.parts.registration import register_plugin_namespace
 from nemo_aura.parts.restore import MmapSaveRestoreConnector, check_aura_target, nemo_model_target
+from nemo_aura.scoring.metrics import normalize_transcript, wer
 
 register_plugin_namespace()
 IGNORE_INDEX = -100
@@ -155,11 +156,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if span not in ("frames", "collapsed", "vocab"):
             raise ValueError(f"reading.span must be 'frames', 'collapsed' or 'vocab', got {span!r}")
         needs_ctc = self.ctc_weight > 0 or span == "vocab"  # the vocab span reads the CTC head's tokens
-        if needs_ctc and getattr(self, "ctc_head", None) is None:
+        head = getattr(self, "ctc_head", None)
+        if needs_ctc and (head is None or head.reads_characters != (self.ctc_vocabulary == "characters")):
             if self.lora_depth < 1:
                 raise ValueError("loss.ctc_weight > 0 / reading.span vocab score the last LoRA layer, but the model "
                                  "has no LoRA layers")
-            self.ctc_head = VocabCTCHead(self.llm.config.hidden_size)
+            self.ctc_head = self.build_ctc_head()
         elif not needs_ctc:
             self.ctc_head = None
         if self.reading_context == "audio" and span != "vocab":
@@ -273,6 +275,21 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     def ctc_weight(self) -> float:
         """Weight of the CTC loss over the LLM vocabulary at the last LoRA layer (``modules.vocab_ctc``)."""
         return float(self.cfg.get("loss", {}).get("ctc_weight", 0.0))
+
+    @property
+    def ctc_vocabulary(self) -> str:
+        """The CTC head's classes: ``full`` (the LLM's vocabulary), ``corpus`` (the training transcripts' tokens) or
+        ``characters`` (printable ASCII, ``loss.ctc_upsample`` frames per audio token)."""
+        vocabulary = str(self.cfg.get("loss", {}).get("ctc_vocabulary", "full"))
+        if vocabulary not in ("full", "corpus", "characters"):
+            raise ValueError(f"loss.ctc_vocabulary must be 'full', 'corpus' or 'characters', got {vocabulary!r}")
+        return vocabulary
+
+    def build_ctc_head(self) -> nn.Module:
+        hidden = self.llm.config.hidden_size
+        if self.ctc_vocabulary == "characters":
+            return CharacterCTCHead(hidden, upsample=int(self.cfg.get("loss", {}).get("ctc_upsample", 4)))
+        return VocabCTCHead(hidden)
 
     @property
     def ctc_layer(self) -> int:
@@ -462,12 +479,19 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             if "transcript_ids" not in batch:
                 raise ValueError("loss.ctc_weight > 0 needs transcripts in the batch (cuts with supervision text)")
             audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
-            ctc = self.ctc_head(
-                audio_states, patch_lens, self.llm.get_input_embeddings().weight,
-                batch["transcript_ids"].to(patch_lens.device), batch["transcript_lens"].to(patch_lens.device),
-            )
+            if self.ctc_head.reads_characters:
+                ctc = self.ctc_head(audio_states, patch_lens, batch["transcripts"])
+            else:
+                ctc = self.ctc_head(
+                    audio_states, patch_lens, self.llm.get_input_embeddings().weight,
+                    batch["transcript_ids"].to(patch_lens.device), batch["transcript_lens"].to(patch_lens.device),
+                )
             out["ctc_loss"] = ctc
             total = total + self.ctc_weight * ctc
+            if not self.training:  # judged by what it writes, not by a loss that differs between vocabularies
+                hypotheses = [self.ctc_text(audio_states[b, :n]) for b, n in enumerate(patch_lens.tolist())]
+                out["ctc_wer"] = torch.tensor(wer(hypotheses, batch["transcripts"]))
+                out["ctc_wer_words"] = sum(len(normalize_transcript(t).split()) for t in batch["transcripts"])
         if use_align:
             audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
             tokens, index = alignment
@@ -614,8 +638,19 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [k], need_logits=False,
                                  audio_mask=inputs["audio_mask"])
         table = self.llm.get_input_embeddings().weight
-        return [self.ctc_head.greedy_tokens(states[k][b][inputs["audio_mask"][b]], table)
-                for b in range(inputs["inputs_embeds"].shape[0])]
+        spans = [states[k][b][inputs["audio_mask"][b]] for b in range(inputs["inputs_embeds"].shape[0])]
+        if not self.ctc_head.reads_characters:
+            return [self.ctc_head.greedy_tokens(span, table) for span in spans]
+        texts = [self.ctc_head.greedy_text(span) for span in spans]  # the LLM reads them as it reads any text
+        return [(torch.tensor(self.tokenizer.text_to_ids(text) if text else [], dtype=torch.long), score)
+                for text, score in texts]
+
+    def ctc_text(self, span_states: Tensor) -> str:
+        """The greedy CTC transcript of one audio span's layer-K states."""
+        if self.ctc_head.reads_characters:
+            return self.ctc_head.greedy_text(span_states)[0]
+        ids, _ = self.ctc_head.greedy_tokens(span_states, self.llm.get_input_embeddings().weight)
+        return self.tokenizer.ids_to_text(ids.tolist()) if len(ids) else ""
 
     def read_span_as_tokens(self, inputs: dict) -> tuple[dict, list[Tensor]]:
         """``reading.span: vocab`` at inference: the audio span replaced by the embeddings of its CTC tokens. The
@@ -690,6 +725,9 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         out = self.compute_losses(batch)
         bs = batch["audio"].shape[0]
         self.log("val_loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
+        words = out.pop("ctc_wer_words", None)
+        if words is not None:  # weighted by reference words: the epoch's value is the corpus WER
+            self.log("val_ctc_wer", out.pop("ctc_wer"), batch_size=max(words, 1), sync_dist=True)
         self.log_dict({f"val_{k}": v for k, v in out.items() if k != "loss"}, batch_size=bs, sync_dist=True)
         return out["loss"]
 
@@ -736,7 +774,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """``loss.ctc_vocabulary: corpus``: the CTC head scores only the tokens of the training transcripts
         (``VocabCTCHead.set_vocabulary``), once: a restored head keeps the vocabulary it was trained with."""
         head = getattr(self, "ctc_head", None)
-        if head is None or head.has_vocabulary or self.cfg.get("loss", {}).get("ctc_vocabulary", "full") != "corpus":
+        if head is None or head.has_vocabulary or self.ctc_vocabulary != "corpus":
             return
         path = (train_data_config or {}).get("cuts_path")
         if not path:
@@ -784,7 +822,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         return lifecycle.save_hf(self, out_dir)
 
     def add_reading_lora(self, reading_layers: str | list[int]) -> list[int]:
-        """LoRA on more decoder layers than the distilled K (``lora.reading_layers``, issue 7 lever 6), added to a
+        """LoRA on more decoder layers than the distilled K (``lora.reading_layers``), added to a
         trained model before it learns to read; its trained LoRA is kept, the new layers start as identity.
         Returns the layers added (none when they already carry LoRA)."""
         from peft import PeftModel

@@ -8,14 +8,28 @@ a temperature; the vocabulary side is tied to the embeddings (no output matrix t
 
 With ``reading.span: vocab`` the head is also how the model reads: its greedy tokens (``greedy_tokens``) replace
 the audio span, and the frozen LLM reads them as text; a transcript is those tokens themselves.
+
+``CharacterCTCHead`` (``loss.ctc_vocabulary: characters``) is the same interface over characters: it writes text,
+which the LLM's tokenizer turns into the tokens the span is replaced by.
 """
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def greedy_path(logits: Tensor) -> tuple[Tensor, float]:
+    """(N, C + 1) logits, blank last -> the best path's classes (argmax per frame, repeats merged, blanks dropped:
+    standard greedy CTC decoding) and that path's log-probability (as NeMo's greedy CTC)."""
+    best_lp, best = logits.log_softmax(-1).max(-1)
+    keep = torch.ones_like(best, dtype=torch.bool)
+    keep[1:] = best[1:] != best[:-1]
+    best = best[keep]
+    return best[best != logits.shape[-1] - 1], float(best_lp.sum())
 
 
 class VocabCTCHead(nn.Module):
@@ -30,6 +44,8 @@ class VocabCTCHead(nn.Module):
     vocabulary made each step ~10x dearer (the (frames x 49k) logits dominate a step) and learning slow (per-token
     loss still ~6 after 300 steps on the default corpus). Without it the head scores the full, frozen vocabulary.
     """
+
+    reads_characters = False
 
     def __init__(self, hidden_size: int, init_scale: float = 20.0):
         super().__init__()
@@ -100,12 +116,71 @@ class VocabCTCHead(nn.Module):
 
     @torch.no_grad()
     def greedy_tokens(self, states: Tensor, embeddings: Tensor) -> tuple[Tensor, float]:
-        """(N, D) states of one audio span -> the token ids of its best path (argmax per position, repeats merged,
-        blanks dropped: standard greedy CTC decoding) and that path's log-probability (as NeMo's greedy CTC)."""
-        log_probs = self.logits(states.unsqueeze(0), embeddings)[0].log_softmax(-1)
-        best_lp, best = log_probs.max(-1)
-        keep = torch.ones_like(best, dtype=torch.bool)
-        keep[1:] = best[1:] != best[:-1]
-        best = best[keep]
-        best = best[best != log_probs.shape[-1] - 1]
-        return (self.token_ids[best] if self.has_vocabulary else best), float(best_lp.sum())
+        """(N, D) states of one audio span -> the token ids of its greedy path and that path's log-probability."""
+        best, score = greedy_path(self.logits(states.unsqueeze(0), embeddings)[0])
+        return (self.token_ids[best] if self.has_vocabulary else best), score
+
+
+#: The character head's classes: printable ASCII (space to '~'); the blank is the last index. Text is NFKD-folded to
+#: it first (accents dropped), so "Zoë" is learnt and written as "Zoe".
+ALPHABET = "".join(chr(c) for c in range(32, 127))
+
+
+def fold_to_alphabet(text: str) -> str:
+    """The characters of ``text`` the character head can write: NFKD-folded, non-ASCII dropped, spaces single."""
+    folded = unicodedata.normalize("NFKD", " ".join(text.split())).encode("ascii", "ignore").decode("ascii")
+    return " ".join("".join(ch for ch in folded if ch in ALPHABET).split())
+
+
+class CharacterCTCHead(nn.Module):
+    """CTC over characters at layer K, ``upsample`` outputs per audio token; the LLM reads the text tokenized.
+
+    The token head's classes are the LLM's sub-words, each learnt only from the transcripts that say it: a few
+    hours of speech hear most of those tokens a handful of times, and a name never heard in training has no
+    trained class at all. Characters are few (95) and every utterance teaches all of them, which is how small-data
+    CTC is usually trained. Speech carries ~15 characters a second against 12.5 audio tokens, so each layer-K state
+    emits ``upsample`` consecutive CTC frames (4: 50 Hz). At inference the greedy characters are tokenized with the
+    LLM's own tokenizer and read as text, like the token head's output.
+    """
+
+    reads_characters = True
+
+    def __init__(self, hidden_size: int, upsample: int = 4):
+        super().__init__()
+        if upsample < 1:
+            raise ValueError(f"loss.ctc_upsample must be >= 1, got {upsample}")
+        self.upsample = upsample
+        self.norm = nn.LayerNorm(hidden_size)
+        self.hidden = nn.Linear(hidden_size, hidden_size)
+        self.out = nn.Linear(hidden_size, upsample * (len(ALPHABET) + 1))
+
+    @property
+    def has_vocabulary(self) -> bool:  # a fixed alphabet: nothing to set from the corpus
+        return True
+
+    def logits(self, states: Tensor) -> Tensor:
+        """(B, N, D) -> (B, N * upsample, len(ALPHABET) + 1); the blank is the last index."""
+        x = self.out(F.gelu(self.hidden(self.norm(states.float()))))
+        return x.reshape(x.shape[0], x.shape[1] * self.upsample, len(ALPHABET) + 1)
+
+    @staticmethod
+    def class_targets(texts: list[str], device) -> tuple[Tensor, Tensor]:
+        rows = [torch.tensor([ALPHABET.index(ch) for ch in fold_to_alphabet(t)], dtype=torch.long) for t in texts]
+        lens = torch.tensor([len(r) for r in rows], device=device)
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0).to(device), lens
+
+    def forward(self, states: Tensor, state_lens: Tensor, texts: list[str]) -> Tensor:
+        """Mean CTC loss per target character; items whose text cannot fit their frames count as 0."""
+        logits = self.logits(states)
+        targets, target_lens = self.class_targets(texts, states.device)
+        loss = F.ctc_loss(
+            logits.log_softmax(-1).transpose(0, 1), targets, state_lens * self.upsample, target_lens,
+            blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True,
+        )
+        return loss / target_lens.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def greedy_text(self, states: Tensor) -> tuple[str, float]:
+        """(N, D) states of one audio span -> its greedy CTC text and that path's log-probability."""
+        best, score = greedy_path(self.logits(states.unsqueeze(0))[0])
+        return " ".join("".join(ALPHABET[i] for i in best.tolist()).split()), score

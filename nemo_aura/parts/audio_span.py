@@ -1,4 +1,4 @@
-"""How the audio span behaves inside the LLM (config group ``audio_span``), two of issue 7's levers:
+"""How the audio span behaves inside the LLM (config group ``audio_span``), two reading levers:
 
 - ``lora: audio`` — LoRA deltas only at the audio positions. Text tokens (the prompt, the answer, a text-only
   chat) go through the base LLM exactly, so the text ability is kept by construction; the audio tokens are

@@ -31,6 +31,8 @@ def export_encoder_free(model: "AuRAModel", path: str) -> str:
         cfg.distillation = None
         if model.reading_span == "vocab":  # it reads through its CTC head, which only CTC trains
             cfg.loss = {"distill_weight": 0.0, "lm_weight": 0.0, "ctc_weight": model.ctc_weight or 1.0}
+            if model.ctc_vocabulary == "characters":  # the kind of head it keeps (a token head sizes itself on load)
+                cfg.loss.update(ctc_vocabulary="characters", ctc_upsample=model.ctc_head.upsample)
         else:
             cfg.loss = {"distill_weight": 0.0, "lm_weight": model.lm_weight or 1.0}
     ctc_head = model.ctc_head if model.reading_span == "vocab" else None

@@ -84,8 +84,8 @@ def install_lora(llm: nn.Module, lora_cfg: DictConfig | dict | None) -> nn.Modul
     """peft LoRA on the decoder layers listed by ``lora.layers`` (0-based; null = all layers).
 
     ``lora.num_layers: K`` is shorthand for layers ``0..K-1`` (the AuRA default). ``lora.reading_layers``
-    (``all`` or a list) puts LoRA on more layers than the distilled K, for the reading fine-tuning (issue 7,
-    lever 6); they are not distillation targets and do not change K.
+    (``all`` or a list) puts LoRA on more layers than the distilled K, for the reading fine-tuning;
+    they are not distillation targets and do not change K.
     """
     if not lora_cfg:
         return llm

@@ -6,6 +6,10 @@
   padded 30 s when the audio fits (``asr_window_seconds``, the option AuRA's Whisper teacher has);
 - ``bridge`` / ``aura``: a saved speech model (``BridgeModel`` keeps its encoder; AuRA has none);
 - ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept);
+- ``topline_ft`` / ``cascade_ft`` / ``aura_ctc_ft``: the fine-tuned text-QA reader (stage 5: the LLM with LoRA
+  trained on the QA training items as text, merged) answering the gold question text, Whisper's transcript, or
+  the transcript an AuRA model with ``reading.span: vocab`` writes with its CTC head (that model's LLM reads the
+  same text, so this is AuRA with the reader as its text path);
 - ``oracle_repeat`` / ``oracle_collapsed``: the ceiling of the text-aligned interface at layer K. The base LLM gets
   the AuRA prompt, the spoken question's span filled with the transcript's tokens and, after layer K, the states the
   LLM itself has there for the transcript (the text-aligned target, ``modules.text_align``), either one per audio
@@ -102,6 +106,7 @@ class System:
 
 class Topline(System):
     name, uses_audio = "topline", False
+    asr_ceiling = True  # the raw LLM's reply to the ASR prompt is a transcription ceiling; a QA-tuned reader's is not
 
     def __init__(self, llm_dir: str, prompt_format: str = "qwen"):
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
@@ -283,8 +288,8 @@ def _nemo_asr(path: Path):
 
 
 def build_system(name: str, paths: dict) -> System:
-    """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge`` as needed by ``name`` (and optionally
-    ``asr_window_seconds`` for the cascade's Whisper)."""
+    """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge``, ``reader_dir`` as needed by ``name`` (and
+    optionally ``asr_window_seconds`` for the cascade's Whisper)."""
     def need(key):
         if not paths.get(key):
             raise ValueError(f"system {name!r} needs --{key.replace('_', '-')}")
@@ -300,5 +305,19 @@ def build_system(name: str, paths: dict) -> System:
         return SpeechModelTextOnly(need("aura"))
     if name in ("oracle_repeat", "oracle_collapsed"):
         return TextStateOracle(need("aura"), name.split("_", 1)[1])
+    if name in FINE_TUNED_READER_SYSTEMS:
+        reader = need("reader_dir")
+        if name == "topline_ft":
+            system = Topline(reader)
+            system.asr_ceiling = False
+        else:  # the reader answers a transcript: Whisper's, or AuRA's own CTC text (``reading.span: vocab``)
+            asr = need("asr") if name == "cascade_ft" else need("aura")
+            system = Cascade(asr, reader, asr_window_seconds=paths.get("asr_window_seconds") if name == "cascade_ft" else None)
+        system.name = name
+        return system
     raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text, oracle_repeat, "
-                     "oracle_collapsed")
+                     f"oracle_collapsed, {', '.join(FINE_TUNED_READER_SYSTEMS)}")
+
+
+#: Systems answering with the fine-tuned text-QA reader (``recipes/aura/local/finetune_text_qa.py``, ``reader_dir``).
+FINE_TUNED_READER_SYSTEMS = ("topline_ft", "cascade_ft", "aura_ctc_ft")

@@ -99,6 +99,7 @@ hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
 reading_ctc_nemo=$exp/stage3/aura_reading_ctc.nemo
 distilled_more=$exp/stage3/aura_distilled_more.nemo
+text_qa_reader=$exp/stage5/text_qa_reader
 reading=${reading:-vocab}
 case $reading in
   vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo ;;
@@ -225,6 +226,11 @@ stage5() {
     train aura_qa "$exp/stage4/aura_encoder_free.nemo" "$s5/aura_train_mix.jsonl.gz" "$qa_dev" "$s5" "$s5/aura_qa.nemo" \
       -- ${aura_finetune_overrides:-}
   fi
+  # The fine-tuned text-QA reader: the LLM with LoRA on the QA training items as text (finetune_text_qa.py), for the
+  # fine-tuned topline and cascade rows of stage 6 and, with reading=vocab, AuRA's CTC transcripts.
+  # shellcheck disable=SC2086
+  "$python" $local/finetune_text_qa.py --llm-dir "$llm_dir" --train "$qa_train" --train "$mf_train" --dev "$mf_dev" \
+    --out "$text_qa_reader" ${text_qa_args:-}
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
   # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
@@ -247,7 +253,7 @@ stage6() {
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
     --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
-    --llm-dir "$llm_dir" --asr "$cascade_asr" --out "$exp/stage6/hearing" ${hearing_score_args:-}
+    --llm-dir "$llm_dir" --asr "$cascade_asr" --reader-dir "$text_qa_reader" --out "$exp/stage6/hearing" ${hearing_score_args:-}
   # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
   # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
   # shellcheck disable=SC2086
@@ -286,5 +292,5 @@ run_stage 3 "layer-wise distillation" stage3
 run_stage 4 "encoder removal" stage4
 run_stage 5 "speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
 run_stage 6 "scoring: topline, cascade, bridge, AuRA" stage6
-run_stage 7 "reading ablation (issue 7 levers) and the layer probe" stage7
+run_stage 7 "reading ablation and the layer probe" stage7
 log "done; stage wall times in $exp/stage_times.tsv"

@@ -294,7 +294,7 @@ def write_report(out: Path) -> str:
     """``results.{json,md,png}`` over every spec run into ``out`` (``results_<spec>.json``), one table per spec."""
     specs = [json.loads(p.read_text()) for p in sorted(out.glob("results_*.json"))]
     write_json_atomic(out / "results.json", {"specs": specs})
-    md = "# Ablation (issue 7)\n\n" + "".join(
+    md = "# Reading ablation\n\n" + "".join(
         f"## {s['spec_name']}\n\n{s['protocol']}\n\n{table(s['results'])}\n\n" for s in specs
     ) + "![per-variant results](results.png)\n"
     write_text_atomic(out / "results.md", md)

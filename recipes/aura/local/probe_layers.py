@@ -1,4 +1,4 @@
-"""Is the spoken content *in* a model's audio states? A linear CTC probe per layer (issue 7's diagnosis).
+"""Is the spoken content *in* a model's audio states? A linear CTC probe per layer (the reading diagnosis).
 
 A linear map from one layer's states at the audio positions to the LLM's tokens (+ a blank), trained with CTC on
 frozen features of the train cuts and greedy-decoded on dev: its WER says how much of the transcript that layer

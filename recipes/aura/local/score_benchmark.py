@@ -27,7 +27,7 @@ from nemo_aura.parts.files import atomic_path, write_json_atomic, write_text_ato
 from nemo_aura.scoring.metrics import exact_match, paired_bootstrap_interval, token_f1, wer
 
 ALL_SYSTEMS = ("topline", "cascade", "bridge", "aura", "aura_text")
-LATENCY_BOUNDS = {"bridge": 0.5, "cascade": 0.3, "topline": 1.15}  # the issue's: AuRA's latency / the other's
+LATENCY_BOUNDS = {"bridge": 0.5, "cascade": 0.3, "topline": 1.15}  # the targets: AuRA's latency / the other's
 TARGETS = {  # (metric, numerator, denominator, bound, "<=" | ">=")
     **{f"first_token_aura_vs_{o}": ("first_token", "aura", o, b, "<=") for o, b in LATENCY_BOUNDS.items()},
     **{f"equal_length_aura_vs_{o}": ("equal_length", "aura", o, b, "<=") for o, b in LATENCY_BOUNDS.items()},

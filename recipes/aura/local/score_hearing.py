@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--aura", default=None, help="the AuRA .nemo (aura, and the oracles' LLM, K and patch rate)")
     p.add_argument("--llm-dir", default=None)
     p.add_argument("--asr", default=None, help="the cascade's ASR (a Whisper dir or a .nemo)")
+    p.add_argument("--reader-dir", default=None,
+                   help="the fine-tuned text-QA reader (finetune_text_qa.py): topline_ft, cascade_ft, aura_ctc_ft")
     p.add_argument("--limit", type=int, default=None, help="items per set (pairs kept whole)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
@@ -81,7 +83,7 @@ def score_item(system, item: QAItem, control: QAItem, audio: dict, max_new_token
            "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
     if system.uses_audio:
         row["transcript"] = system.transcribe(audio[item.id])
-    elif hasattr(system, "transcribe_text"):  # the topline: the transcription ceiling of a text-like span
+    elif getattr(system, "asr_ceiling", False):  # the topline: the transcription ceiling of a text-like span
         row["transcript"] = system.transcribe_text(item.question)
     return row
 
@@ -210,7 +212,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sets = [load_set(s, args.limit) for s in args.set]
-    paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura}
+    paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "reader_dir": args.reader_dir}
     (args.out / "systems").mkdir(parents=True, exist_ok=True)
     results = {"paths": paths, "sets": {name: {} for name, _, _ in sets}}
     for name in [s for s in args.systems.split(",") if s]:

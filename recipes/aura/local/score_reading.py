@@ -1,4 +1,4 @@
-"""Does a model *read* its audio? Dev transcription WER, spoken-QA EM/F1, and text ability kept (issue 7).
+"""Does a model *read* its audio? Dev transcription WER, spoken-QA EM/F1, and text ability kept.
 
     python recipes/aura/local/score_reading.py --nemo model.nemo --asr-cuts dev.jsonl.gz --qa-cuts qa_dev.jsonl.gz \
         --out eval.json [--items 40] [--text-items 20]

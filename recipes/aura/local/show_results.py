@@ -22,7 +22,7 @@ from nemo_aura.parts.files import write_text_atomic
 REPORTS = {"stage6": "Stage 6: AuRA vs bridge vs cascade vs text topline",
            "stage6/hearing": "Stage 6: hearing (multi-fact and closed-book spoken questions)",
            "hearing": "Text-aligned reading at layer K: hearing of the encoder-free models, with the oracle rows",
-           "ablation": "Stage 7: ablation (issue 7)",
+           "ablation": "Stage 7: reading ablation",
            "ablation/probe": "Stage 7: linear CTC probe of the distilled layers",
            "ablation/probe_stage5": "Stage 7: linear CTC probe of the fine-tuned (stage-5) model's layers"}
 

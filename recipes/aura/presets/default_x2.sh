@@ -1,4 +1,4 @@
-# Data-scale preset (issue 7, lever 7): the default recipe on 2x the distillation audio — every train text of
+# Data-scale preset: the default recipe on 2x the distillation audio — every train text of
 # the default corpus in a second voice (the text sources are exhausted at the default size). Dev, QA and every
 # default utterance are the default's: stage 1 links the default corpus's wavs and stage 2 its cached teacher
 # targets instead of recomputing them, so only the new renditions cost synthesis and teacher time. Needs

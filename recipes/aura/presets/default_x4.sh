@@ -1,4 +1,4 @@
-# Data-scale preset (issue 7, lever 7): as default_x2, with every train text in four distinct voices (4x the
+# Data-scale preset: as default_x2, with every train text in four distinct voices (4x the
 # distillation audio); the default's wavs and teacher targets are linked the same way.
 #   bash recipes/aura/run.sh --preset default_x4 --stage 1 --stop-stage 3
 # shellcheck source=/dev/null

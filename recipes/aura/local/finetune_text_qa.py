@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""The fine-tuned text-QA reader (recipe stage 5): the LLM with LoRA trained on the QA training items *as text*.
+
+    python recipes/aura/local/finetune_text_qa.py --llm-dir exp/models/smollm2-135m-instruct \
+        --train exp/default/stage1/lhotse/qa_train_cuts.jsonl.gz --train exp/default/stage1/lhotse/mf_train_cuts.jsonl.gz \
+        --dev exp/default/stage1/lhotse/mf_dev_cuts.jsonl.gz --out exp/default/stage5/text_qa_llm
+
+The raw instruct LLM answers in sentences and picks the asked person's fact in a multi-fact context only a third of
+the time, so F1 ratios against it compare answer styles more than hearing. This reader learns the task from the same
+training items the speech systems see (context + question text -> the gold span) and is used by the fine-tuned
+topline (gold question text), the fine-tuned cascade (Whisper's transcript) and AuRA's CTC transcript (what AuRA
+with ``reading.span: vocab`` computes when its text path carries this adapter). Prompts are stage 6's text prompts
+(``scoring.systems.text_message``) in the LLM's chat format, loss on the answer only; LoRA via peft, trained with
+the transformers ``Trainer``, merged into a plain HF directory (written to a temporary name, then renamed; an
+existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--llm-dir", required=True)
+    p.add_argument("--train", action="append", required=True, help="QA cuts (custom question/context/answers)")
+    p.add_argument("--dev", action="append", default=[], help="QA cuts scored before and after (EM/F1)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--r", type=int, default=16, help="LoRA rank on every decoder layer's attention and MLP")
+    p.add_argument("--dev-limit", type=int, default=60)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def load_examples(paths: list[str]) -> list[dict]:
+    """{"message", "answer", "answers"} per QA item: stage 6's text prompt with the item's question text."""
+    from nemo_aura.scoring.items import load_items
+    from nemo_aura.scoring.systems import text_message
+
+    examples = []
+    for path in paths:
+        items = load_items(path)
+        if not items:
+            raise SystemExit(f"{path}: no QA items")
+        examples += [{"message": text_message(i.question, i.context), "answer": i.answers[0], "answers": i.answers}
+                     for i in items]
+    return examples
+
+
+class ChatExamples(torch.utils.data.Dataset):
+    """Examples encoded in the LLM's chat format; labels are the answer turn's tokens (the prompt is not learnt)."""
+
+    def __init__(self, examples: list[dict], formatter):
+        self.rows = []
+        for ex in examples:
+            user = [{"role": "user", "slots": {"message": ex["message"]}}]
+            prompt = formatter.encode_dialog(user)["input_ids"]  # what generation starts from (the turn opened)
+            ids = formatter.encode_dialog(user + [{"role": "assistant", "slots": {"message": ex["answer"]}}])["input_ids"]
+            if not torch.equal(ids[: len(prompt)], prompt):
+                raise ValueError(f"{type(formatter).__name__}: the answer turn does not extend the generation prompt")
+            labels = ids.clone()
+            labels[: len(prompt)] = -100
+            self.rows.append({"input_ids": ids, "labels": labels})
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def collate(pad_id: int):
+    def fn(rows: list[dict]) -> dict:
+        pad = torch.nn.utils.rnn.pad_sequence
+        ids = pad([r["input_ids"] for r in rows], batch_first=True, padding_value=pad_id)
+        lens = torch.tensor([len(r["input_ids"]) for r in rows])
+        return {"input_ids": ids, "labels": pad([r["labels"] for r in rows], batch_first=True, padding_value=-100),
+                "attention_mask": (torch.arange(ids.shape[1])[None] < lens[:, None]).long()}
+    return fn
+
+
+def score(answerer, examples: list[dict], max_new_tokens: int) -> dict:
+    from nemo_aura.scoring.metrics import exact_match, token_f1
+
+    answers = [answerer.answer(ex["message"], max_new_tokens) for ex in examples]
+    return {"em": sum(exact_match(a, ex["answers"]) for a, ex in zip(answers, examples)) / len(examples),
+            "f1": sum(token_f1(a, ex["answers"]) for a, ex in zip(answers, examples)) / len(examples),
+            "items": len(examples), "examples": [[ex["message"][-80:], a] for ex, a in zip(examples[:3], answers)]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.out.exists():
+        print(f"[text-qa] {args.out} exists: keeping it")
+        return 0
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+    from nemo_aura.scoring.systems import TextAnswerer
+
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    answerer = TextAnswerer.from_dir(args.llm_dir)
+    train = ChatExamples(load_examples(args.train), answerer.formatter)
+    dev = load_examples(args.dev)[: args.dev_limit] if args.dev else []
+    report = {"llm_dir": args.llm_dir, "train": args.train, "train_items": len(train), "steps": args.steps,
+              "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r}
+    if dev:
+        report["dev_before"] = score(answerer, dev, args.max_new_tokens)
+        print(f"[text-qa] dev before: EM {report['dev_before']['em']:.3f} F1 {report['dev_before']['f1']:.3f}", flush=True)
+    lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(answerer.llm.train(), lora)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    class Progress(TrainerCallback):
+        def on_log(self, _args, state, _control, logs=None, **_):
+            if logs and "loss" in logs:
+                print(f"[text-qa] step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f}", flush=True)
+
+    trainer = Trainer(
+        model=model, train_dataset=train, data_collator=collate(answerer.pad_id), callbacks=[Progress()],
+        args=TrainingArguments(
+            output_dir=str(tmp / "trainer"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr, warmup_steps=max(1, args.steps // 10), lr_scheduler_type="cosine",
+            weight_decay=0.0, logging_steps=max(1, args.steps // 20), save_strategy="no", report_to=[],
+            use_cpu=not torch.cuda.is_available(), seed=args.seed, data_seed=args.seed, disable_tqdm=True,
+        ),
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    report["train_seconds"] = round(time.perf_counter() - t0, 1)
+    report["log"] = [h for h in trainer.state.log_history if "loss" in h]
+    answerer.llm = model.merge_and_unload().eval()
+    if dev:
+        report["dev_after"] = score(answerer, dev, args.max_new_tokens)
+        print(f"[text-qa] dev after: EM {report['dev_after']['em']:.3f} F1 {report['dev_after']['f1']:.3f}", flush=True)
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    answerer.llm.save_pretrained(tmp)
+    answerer.tokenizer.tokenizer.save_pretrained(tmp)
+    (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    tmp.rename(args.out)
+    print(f"[text-qa] wrote {args.out} ({report['train_seconds']} s of training)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
