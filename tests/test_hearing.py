@@ -526,6 +526,14 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
 
     with pytest.raises(ValueError, match="needs --reader-dir"):
         build_system("aura_ctc_ft", {"aura": path})
-    system = build_system("aura_ctc_ft", {"aura": path, "reader_dir": tiny_cfg.student.pretrained_path})
+    import nemo.core.classes.common as nemo_common
+
+    from nemo_aura.parts.registration import PLUGIN_PREFIX
+
+    # as in a scorer process where no AuRA model was built first: NeMo must still be allowed to build this one
+    allowed = [p for p in nemo_common.ALLOWED_TARGET_PREFIXES if p != PLUGIN_PREFIX]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nemo_common, "ALLOWED_TARGET_PREFIXES", allowed)
+        system = build_system("aura_ctc_ft", {"aura": path, "reader_dir": tiny_cfg.student.pretrained_path})
     assert system.name == "aura_ctc_ft" and system.uses_audio
     assert [system.transcribe(a.numpy()) for a in audio] == [model.tokenizer.ids_to_text(i) for i in ids]

@@ -74,10 +74,10 @@ def test_a_float16_export_loads_back_as_its_rounded_weights(exported, tiny_llm_d
     summary.write_text(json.dumps({"subsets": {"distill_train": {"utterances": 12, "hours": 0.01}},
                                    "voices": {"en-us-m3": 12}}))
     hearing = tmp_path / "hearing.json"
-    hearing.write_text(json.dumps({"sets": {"mf_test": {"aura": {"items": 60, "hearing": 0.01, "hearing_ci": [-0.02, 0.03],
-                                                                  "wer": 0.7, "wer_other": 0.8}},
-                                            "closed_book": {"aura": {"items": 38, "hearing": 0.2, "hearing_ci": [0.1, 0.3],
-                                                                      "wer": 0.5, "wer_other": None}}}}))
+    hearing.write_text(json.dumps({"sets": {
+        "mf_test": {"aura": {"items": 60, "f1": 0.1, "hearing": 0.01, "hearing_ci": [-0.02, 0.03], "wer": 0.7, "wer_other": 0.8},
+                    "aura_ctc_ft": {"items": 60, "f1": 0.4, "hearing": 0.3, "hearing_ci": [0.2, 0.4], "wer": 0.7, "wer_other": 0.8}},
+        "closed_book": {"aura": {"items": 38, "f1": 0.0, "hearing": 0.0, "hearing_ci": [0.0, 0.0], "wer": 0.5, "wer_other": None}}}}))
     out = tmp_path / "fp16" / NAME
     load_export_script().main(["--nemo", str(exported["nemo"]), "--llm-dir", str(tiny_llm_dir), "--out", str(out),
                                "--dtype", "float16", "--corpus-summary", str(summary), "--hearing", str(hearing)])
@@ -93,9 +93,13 @@ def test_a_float16_export_loads_back_as_its_rounded_weights(exported, tiny_llm_d
     assert any(not torch.equal(loaded[k], v) for k, v in full.items())  # rounded, not the float32 values
     card = (out / P.CARD_FILE).read_text()
     assert "| distill_train | 12 | 0.01 |" in card and "en-us-m3 (12)" in card and "TODO: the corpus" not in card
-    assert "- mf_test (60 items): +0.010 [-0.020, +0.030]: does not hear (interval includes 0), transcript WER 0.70" in card
-    assert "- closed_book (38 items): +0.200 [+0.100, +0.300]: hears, transcript WER 0.50\n" in card and "(stored as float16)" in card
-    assert "does not yet answer from the spoken question" not in card  # it hears on one set
+    base, reader = card.index("This model (its CTC text read by the base LLM):"), card.index("Its CTC text read by the fine-tuned")
+    assert base < card.index("- mf_test (60 items): F1 0.100, hearing +0.010 [-0.020, +0.030]: does not hear (interval "
+                             "includes 0), transcript WER 0.70") < reader
+    assert "- closed_book (38 items): F1 0.000, hearing +0.000 [+0.000, +0.000]: does not hear (interval includes 0), " \
+           "transcript WER 0.50\n" in card and "(stored as float16)" in card
+    assert reader < card.index("- mf_test (60 items): F1 0.400, hearing +0.300 [+0.200, +0.400]: hears")
+    assert "does not yet answer from the spoken question" not in card  # with the reader it hears on one set
 
 
 def test_from_pretrained_matches_the_trained_model(exported, tiny_llm_dir, monkeypatch):

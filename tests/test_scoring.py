@@ -259,6 +259,7 @@ def test_text_qa_reader_learns_the_answer_spans_and_is_an_llm_dir_the_systems_lo
 
     import torch
     from finetune_text_qa import ChatExamples, collate, load_examples, main
+    from nemo_aura.scoring.items import load_items
     from nemo_aura.scoring.systems import TextAnswerer
     from nemo_aura.testing import write_tiny_cuts
 
@@ -280,6 +281,17 @@ def test_text_qa_reader_learns_the_answer_spans_and_is_an_llm_dir_the_systems_lo
     batch = collate(reader.pad_id)(ChatExamples(examples, reader.formatter).rows)
     with torch.no_grad():  # the saved weights carry what was learnt (a random tiny LLM with LoRA learns little more)
         assert tuned.llm(**batch).loss.item() < 0.9 * reader.llm(**batch).loss.item()
+    # trained on what a speech front end writes for the training audio instead of the question text
+    from nemo_aura.scoring.systems import load_asr
+    from nemo_aura.testing import build_tiny_ctc_nemo
+
+    asr_path = build_tiny_ctc_nemo(tmp_path / "asr.nemo")
+    heard = main(["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--out", str(tmp_path / "heard"),
+                  "--steps", "2", "--batch-size", "2", "--questions-from-asr", str(asr_path), "--threads", "1"])
+    report = json.loads((tmp_path / "heard" / "report.json").read_text())
+    asr = load_asr(str(asr_path))
+    expected = [[ex["answer"], asr(item.load_audio(16000))] for ex, item in zip(examples, load_items(str(cuts)))]
+    assert heard == 0 and report["train_questions"] == expected and report["questions_from_asr"] == str(asr_path)
     (out / "marker").write_text("kept")
     assert main(["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--out", str(out)]) == 0
     assert (out / "marker").exists() and not out.with_name("reader.tmp").exists()

@@ -275,6 +275,9 @@ def _whisper_asr(path: Path, max_new_tokens: int, window_seconds: list[float] | 
 def _nemo_asr(path: Path):
     from nemo.collections.asr.models import ASRModel
 
+    from nemo_aura.parts.registration import register_plugin_namespace
+
+    register_plugin_namespace()  # an AuRA .nemo (aura_ctc_ft) is a NeMo ASR model NeMo must be allowed to build
     model = ASRModel.restore_from(str(path), map_location="cpu").eval()
     if not hasattr(model, "sample_rate"):  # transcribe() of in-memory audio needs it
         model.sample_rate = int(model.cfg.preprocessor.sample_rate)

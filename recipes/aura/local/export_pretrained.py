@@ -179,28 +179,43 @@ def check_round_trip(cls, path: Path, llm_dir: Path, state: dict, shipped: set[s
         raise RuntimeError(f"the export does not load back to the same model: {(differ or sorted(set(loaded) - set(state)))[:5]}")
 
 
-def hearing_lines(results: Path | None, system: str = "aura") -> list[str]:
-    """The card's 'Does it hear?' section: per test set, F1 with the item's own spoken question minus F1 with its
-    control question (95% interval), and what that says."""
+#: The hearing rows the card reports: this model reading its CTC text with the base LLM, and the same text read by
+#: stage 5's fine-tuned text-QA reader (a separate LLM directory, not shipped here).
+CARD_SYSTEMS = {"aura": "this model (its CTC text read by the base LLM)",
+                "aura_ctc_ft": "its CTC text read by the fine-tuned text-QA reader (stage 5; not in this directory)"}
+
+
+def hearing_lines(results: Path | None) -> list[str]:
+    """The card's 'Does it hear?' section: per system and test set, F1 with the item's own spoken question minus F1
+    with its control question (95% interval), and what that says."""
     if results is None:
         return []
     import json
 
-    sets = {name: r[system] for name, r in json.loads(results.read_text())["sets"].items() if system in r}
+    sets = json.loads(results.read_text())["sets"]
     lines = ["## Does it hear?", "",
              "F1 with the item's own spoken question minus F1 with a control question (multi-fact sets: about another "
              "entity of the same context; others: the next item's), same context and gold; 95% paired-bootstrap "
              f"interval (`{'/'.join(results.parts[-3:])}`):", ""]
-    for name, r in sets.items():
-        lo, hi = r.get("hearing_ci") or (r["hearing"], r["hearing"])
-        verdict = "hears" if lo > 0 else "does not hear (interval includes 0)" if hi >= 0 else "worse than chance"
-        wer = "" if r.get("wer") is None else f", transcript WER {r['wer']:.2f}" + (
-            "" if r.get("wer_other") is None else f" (vs other utterances {r['wer_other']:.2f})")
-        lines.append(f"- {name} ({r['items']} items): {r['hearing']:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}{wer}")
-    if sets and all((r.get("hearing_ci") or [0])[0] <= 0 for r in sets.values()):
-        lines += ["", "**This model does not yet answer from the spoken question**: its answers are no better with the "
-                      "question asked than with another one. Its transcripts follow the audio (see the WER above)."]
-    return lines + [""]
+    heard = False
+    for system, label in CARD_SYSTEMS.items():
+        rows = {name: r[system] for name, r in sets.items() if system in r}
+        if rows:
+            lines += [f"{label[0].upper()}{label[1:]}:", ""]
+        for name, r in rows.items():
+            lo, hi = r.get("hearing_ci") or (r["hearing"], r["hearing"])
+            heard = heard or lo > 0
+            verdict = "hears" if lo > 0 else "does not hear (interval includes 0)" if hi >= 0 else "worse than chance"
+            wer = "" if r.get("wer") is None else f", transcript WER {r['wer']:.2f}" + (
+                "" if r.get("wer_other") is None else f" (vs other utterances {r['wer_other']:.2f})")
+            lines.append(f"- {name} ({r['items']} items): F1 {r['f1']:.3f}, hearing {r['hearing']:+.3f} "
+                         f"[{lo:+.3f}, {hi:+.3f}]: {verdict}{wer}")
+        if rows:
+            lines.append("")
+    if not heard and any(s in r for r in sets.values() for s in CARD_SYSTEMS):
+        lines += ["**This model does not yet answer from the spoken question**: its answers are no better with the "
+                  "question asked than with another one. Its transcripts follow the audio (see the WER above).", ""]
+    return lines
 
 
 def corpus_lines(summary: Path | None) -> list[str]:

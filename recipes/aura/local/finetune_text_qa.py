@@ -13,6 +13,10 @@ with ``reading.span: vocab`` computes when its text path carries this adapter). 
 (``scoring.systems.text_message``) in the LLM's chat format, loss on the answer only; LoRA via peft, trained with
 the transformers ``Trainer``, merged into a plain HF directory (written to a temporary name, then renamed; an
 existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after.
+
+With ``--questions-from-asr`` the training questions are a speech front end's transcripts of the training audio
+(AuRA's CTC text, say): the reader learns to answer what it will be given at test time, as a speech-QA
+fine-tuning of the text path would.
 """
 from __future__ import annotations
 
@@ -32,6 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train", action="append", required=True, help="QA cuts (custom question/context/answers)")
     p.add_argument("--dev", action="append", default=[], help="QA cuts scored before and after (EM/F1)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--questions-from-asr", default=None, metavar="NEMO_OR_WHISPER_DIR",
+                   help="train on this model's transcripts of the spoken questions instead of their text: the reader "
+                        "learns to answer what that speech front end writes (an AuRA .nemo with reading.span vocab: its "
+                        "CTC text; or a cascade's ASR); the dev set stays text")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -43,8 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_examples(paths: list[str]) -> list[dict]:
-    """{"message", "answer", "answers"} per QA item: stage 6's text prompt with the item's question text."""
+def load_examples(paths: list[str], asr=None) -> list[dict]:
+    """{"message", "answer", "answers"} per QA item: stage 6's text prompt with the item's question text, or with
+    ``asr``'s transcript of its audio (a callable 16 kHz waveform -> text, ``scoring.systems.load_asr``)."""
     from nemo_aura.scoring.items import load_items
     from nemo_aura.scoring.systems import text_message
 
@@ -53,8 +62,12 @@ def load_examples(paths: list[str]) -> list[dict]:
         items = load_items(path)
         if not items:
             raise SystemExit(f"{path}: no QA items")
-        examples += [{"message": text_message(i.question, i.context), "answer": i.answers[0], "answers": i.answers}
-                     for i in items]
+        for n, i in enumerate(items):
+            question = i.question if asr is None else asr(i.load_audio(16000))
+            if asr is not None and (n + 1) % 200 == 0:
+                print(f"[text-qa] {path}: transcribed {n + 1}/{len(items)}", flush=True)
+            examples.append({"message": text_message(question, i.context), "answer": i.answers[0],
+                             "answers": i.answers, "question": question})
     return examples
 
 
@@ -112,10 +125,19 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     answerer = TextAnswerer.from_dir(args.llm_dir)
-    train = ChatExamples(load_examples(args.train), answerer.formatter)
+    asr = None
+    if args.questions_from_asr:
+        from nemo_aura.scoring.systems import load_asr
+
+        asr = load_asr(args.questions_from_asr)
+    train_examples = load_examples(args.train, asr)
+    del asr
+    train = ChatExamples(train_examples, answerer.formatter)
     dev = load_examples(args.dev)[: args.dev_limit] if args.dev else []
     report = {"llm_dir": args.llm_dir, "train": args.train, "train_items": len(train), "steps": args.steps,
-              "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r}
+              "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r,
+              "questions_from_asr": args.questions_from_asr,
+              "train_questions": [[ex["answer"], ex["question"]] for ex in train_examples[:5]]}
     if dev:
         report["dev_before"] = score(answerer, dev, args.max_new_tokens)
         print(f"[text-qa] dev before: EM {report['dev_before']['em']:.3f} F1 {report['dev_before']['f1']:.3f}", flush=True)
