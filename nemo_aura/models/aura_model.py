@@ -273,7 +273,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
 
     @property
     def ctc_weight(self) -> float:
-        """Weight of the CTC loss over the LLM vocabulary at the last LoRA layer (``modules.vocab_ctc``)."""
+        """Weight of the CTC loss at the last LoRA layer (``modules.vocab_ctc``; its classes: ``ctc_vocabulary``)."""
         return float(self.cfg.get("loss", {}).get("ctc_weight", 0.0))
 
     @property
