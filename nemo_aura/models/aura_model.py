@@ -157,7 +157,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             raise ValueError(f"reading.span must be 'frames', 'collapsed' or 'vocab', got {span!r}")
         needs_ctc = self.ctc_weight > 0 or span == "vocab"  # the vocab span reads the CTC head's tokens
         head = getattr(self, "ctc_head", None)
-        if needs_ctc and (head is None or head.reads_characters != (self.ctc_vocabulary == "characters")):
+        if needs_ctc and (head is None or isinstance(head, CharacterCTCHead) != (self.ctc_vocabulary == "characters")):
             if self.lora_depth < 1:
                 raise ValueError("loss.ctc_weight > 0 / reading.span vocab score the last LoRA layer, but the model "
                                  "has no LoRA layers")
@@ -479,13 +479,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
             if "transcript_ids" not in batch:
                 raise ValueError("loss.ctc_weight > 0 needs transcripts in the batch (cuts with supervision text)")
             audio_states = _gather_audio_states(states[self.ctc_layer], inputs["audio_mask"], patch_mask)
-            if self.ctc_head.reads_characters:
-                ctc = self.ctc_head(audio_states, patch_lens, batch["transcripts"])
-            else:
-                ctc = self.ctc_head(
-                    audio_states, patch_lens, self.llm.get_input_embeddings().weight,
-                    batch["transcript_ids"].to(patch_lens.device), batch["transcript_lens"].to(patch_lens.device),
-                )
+            ctc = self.ctc_head(audio_states, patch_lens, self.llm.get_input_embeddings().weight, batch)
             out["ctc_loss"] = ctc
             total = total + self.ctc_weight * ctc
             if not self.training:  # judged by what it writes, not by a loss that differs between vocabularies
@@ -638,19 +632,13 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [k], need_logits=False,
                                  audio_mask=inputs["audio_mask"])
         table = self.llm.get_input_embeddings().weight
-        spans = [states[k][b][inputs["audio_mask"][b]] for b in range(inputs["inputs_embeds"].shape[0])]
-        if not self.ctc_head.reads_characters:
-            return [self.ctc_head.greedy_tokens(span, table) for span in spans]
-        texts = [self.ctc_head.greedy_text(span) for span in spans]  # the LLM reads them as it reads any text
-        return [(torch.tensor(self.tokenizer.text_to_ids(text) if text else [], dtype=torch.long), score)
-                for text, score in texts]
+        reads = [self.ctc_head.read(states[k][b][inputs["audio_mask"][b]], table, self.tokenizer)
+                 for b in range(inputs["inputs_embeds"].shape[0])]
+        return [(ids, score) for ids, _, score in reads]
 
     def ctc_text(self, span_states: Tensor) -> str:
         """The greedy CTC transcript of one audio span's layer-K states."""
-        if self.ctc_head.reads_characters:
-            return self.ctc_head.greedy_text(span_states)[0]
-        ids, _ = self.ctc_head.greedy_tokens(span_states, self.llm.get_input_embeddings().weight)
-        return self.tokenizer.ids_to_text(ids.tolist()) if len(ids) else ""
+        return self.ctc_head.read(span_states, self.llm.get_input_embeddings().weight, self.tokenizer)[1]
 
     def read_span_as_tokens(self, inputs: dict) -> tuple[dict, list[Tensor]]:
         """``reading.span: vocab`` at inference: the audio span replaced by the embeddings of its CTC tokens. The
@@ -774,7 +762,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """``loss.ctc_vocabulary: corpus``: the CTC head scores only the tokens of the training transcripts
         (``VocabCTCHead.set_vocabulary``), once: a restored head keeps the vocabulary it was trained with."""
         head = getattr(self, "ctc_head", None)
-        if head is None or head.has_vocabulary or self.ctc_vocabulary != "corpus":
+        if head is None or self.ctc_vocabulary != "corpus" or head.has_vocabulary:
             return
         path = (train_data_config or {}).get("cuts_path")
         if not path:

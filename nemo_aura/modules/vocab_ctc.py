@@ -45,8 +45,6 @@ class VocabCTCHead(nn.Module):
     loss still ~6 after 300 steps on the default corpus). Without it the head scores the full, frozen vocabulary.
     """
 
-    reads_characters = False
-
     def __init__(self, hidden_size: int, init_scale: float = 20.0):
         super().__init__()
         self.blank = nn.Parameter(torch.randn(hidden_size) / math.sqrt(hidden_size))
@@ -101,12 +99,12 @@ class VocabCTCHead(nn.Module):
         lens = torch.tensor([len(r) for r in rows], device=targets.device)
         return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0), lens
 
-    def forward(
-        self, states: Tensor, state_lens: Tensor, embeddings: Tensor, targets: Tensor, target_lens: Tensor
-    ) -> Tensor:
-        """Mean CTC loss per target token; items whose transcript cannot fit their audio tokens count as 0."""
+    def forward(self, states: Tensor, state_lens: Tensor, embeddings: Tensor, batch: dict) -> Tensor:
+        """Mean CTC loss per target token (the batch's ``transcript_ids``); items whose transcript cannot fit their
+        audio tokens count as 0."""
         logits = self.logits(states, embeddings)
-        targets, target_lens = self.class_targets(targets, target_lens)
+        targets, target_lens = self.class_targets(batch["transcript_ids"].to(states.device),
+                                                  batch["transcript_lens"].to(states.device))
         log_probs = logits.log_softmax(-1).transpose(0, 1)  # (N, B, C + 1)
         loss = F.ctc_loss(
             log_probs, targets, state_lens, target_lens,
@@ -119,6 +117,11 @@ class VocabCTCHead(nn.Module):
         """(N, D) states of one audio span -> the token ids of its greedy path and that path's log-probability."""
         best, score = greedy_path(self.logits(states.unsqueeze(0), embeddings)[0])
         return (self.token_ids[best] if self.has_vocabulary else best), score
+
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
+        """(N, D) states of one audio span -> (LLM token ids, text, log-prob) of its greedy path."""
+        ids, score = self.greedy_tokens(states, embeddings)
+        return ids, tokenizer.ids_to_text(ids.tolist()) if len(ids) else "", score
 
 
 #: The character head's classes: printable ASCII (space to '~'); the blank is the last index. Text is NFKD-folded to
@@ -143,8 +146,6 @@ class CharacterCTCHead(nn.Module):
     LLM's own tokenizer and read as text, like the token head's output.
     """
 
-    reads_characters = True
-
     def __init__(self, hidden_size: int, upsample: int = 4):
         super().__init__()
         if upsample < 1:
@@ -153,10 +154,6 @@ class CharacterCTCHead(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.hidden = nn.Linear(hidden_size, hidden_size)
         self.out = nn.Linear(hidden_size, upsample * (len(ALPHABET) + 1))
-
-    @property
-    def has_vocabulary(self) -> bool:  # a fixed alphabet: nothing to set from the corpus
-        return True
 
     def logits(self, states: Tensor) -> Tensor:
         """(B, N, D) -> (B, N * upsample, len(ALPHABET) + 1); the blank is the last index."""
@@ -169,10 +166,11 @@ class CharacterCTCHead(nn.Module):
         lens = torch.tensor([len(r) for r in rows], device=device)
         return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0).to(device), lens
 
-    def forward(self, states: Tensor, state_lens: Tensor, texts: list[str]) -> Tensor:
-        """Mean CTC loss per target character; items whose text cannot fit their frames count as 0."""
+    def forward(self, states: Tensor, state_lens: Tensor, embeddings: Tensor, batch: dict) -> Tensor:
+        """Mean CTC loss per target character (the batch's ``transcripts``); items whose text cannot fit their
+        frames count as 0. ``embeddings`` is unused: the alphabet is the head's own."""
         logits = self.logits(states)
-        targets, target_lens = self.class_targets(texts, states.device)
+        targets, target_lens = self.class_targets(batch["transcripts"], states.device)
         loss = F.ctc_loss(
             logits.log_softmax(-1).transpose(0, 1), targets, state_lens * self.upsample, target_lens,
             blank=logits.shape[-1] - 1, reduction="sum", zero_infinity=True,
@@ -184,3 +182,9 @@ class CharacterCTCHead(nn.Module):
         """(N, D) states of one audio span -> its greedy CTC text and that path's log-probability."""
         best, score = greedy_path(self.logits(states.unsqueeze(0))[0])
         return " ".join("".join(ALPHABET[i] for i in best.tolist()).split()), score
+
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
+        """(N, D) states of one audio span -> (LLM token ids, text, log-prob): its greedy text, tokenized as the LLM
+        tokenizes any text."""
+        text, score = self.greedy_text(states)
+        return torch.tensor(tokenizer.text_to_ids(text) if text else [], dtype=torch.long), text, score

@@ -181,8 +181,8 @@ def check_round_trip(cls, path: Path, llm_dir: Path, state: dict, shipped: set[s
 
 #: The hearing rows the card reports: this model reading its CTC text with the base LLM, and the same text read by
 #: stage 5's fine-tuned text-QA reader (a separate LLM directory, not shipped here).
-CARD_SYSTEMS = {"aura": "this model (its CTC text read by the base LLM)",
-                "aura_ctc_ft": "its CTC text read by the fine-tuned text-QA reader (stage 5; not in this directory)"}
+CARD_SYSTEMS = {"aura": "This model (its CTC text read by the base LLM)",
+                "aura_ctc_ft": "Its CTC text read by the fine-tuned text-QA reader (stage 5; not in this directory)"}
 
 
 def hearing_lines(results: Path | None) -> list[str]:
@@ -201,7 +201,7 @@ def hearing_lines(results: Path | None) -> list[str]:
     for system, label in CARD_SYSTEMS.items():
         rows = {name: r[system] for name, r in sets.items() if system in r}
         if rows:
-            lines += [f"{label[0].upper()}{label[1:]}:", ""]
+            lines += [f"{label}:", ""]
         for name, r in rows.items():
             lo, hi = r.get("hearing_ci") or (r["hearing"], r["hearing"])
             heard = heard or lo > 0
