@@ -188,3 +188,15 @@ def test_the_shipped_model_is_complete_and_names_its_base():
     assert (path / P.WEIGHTS_FILE).stat().st_size < 16 * 2**20
     card = (path / P.CARD_FILE).read_text()
     assert "## Does it hear?" in card and "## Training budget" in card and "## Licences" in card
+
+
+def test_card_says_when_the_reader_was_trained_on_this_models_transcripts(tmp_path):
+    rows = {"mf_test": {"aura_ctc_ft": {"items": 4, "f1": 0.5, "hearing": 0.5, "hearing_ci": [0.25, 0.75], "wer": 0.6}}}
+    hearing = tmp_path / "results.json"
+    script = load_export_script()
+    for paths, label in (({"reader_dir": "r"}, script.CARD_SYSTEMS["aura_ctc_ft"]),
+                         ({"reader_dir": "r", "aura_reader_dir": "own"}, script.OWN_READER_LABEL)):
+        hearing.write_text(json.dumps({"paths": paths, "sets": rows}))
+        lines = script.hearing_lines(hearing)
+        assert f"{label}:" in lines and "- mf_test (4 items): F1 0.500, hearing +0.500 [+0.250, +0.750]: hears, " \
+            "transcript WER 0.60" in "\n".join(lines)

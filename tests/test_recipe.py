@@ -157,6 +157,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
         assert systems["aura_ctc_ft"]["wer"] == pytest.approx(systems["aura"]["wer"])
     reader = json.loads((exp / "stage5" / "text_qa_reader" / "report.json").read_text())  # stage 5's text-QA reader
     assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
+    # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
+    for own, asr, row in (("cascade_qa_reader", "models/tiny-ctc.nemo", "cascade_ft"),
+                          ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft")):
+        report = json.loads((exp / "stage5" / own / "report.json").read_text())
+        assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
+        assert hearing["paths"][{"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir"}[row]].endswith(own)
+    assert hearing["paths"]["asr_window_seconds"] == [10.0, 20.0]
     mf_rows = json.loads((exp / "stage6" / "hearing" / "systems" / "aura.json").read_text())["mf_test"]["rows"]
     assert len(mf_rows) == tiny.multi_fact["test"] and all(r["control"] != r["id"] for r in mf_rows)
     assert all(r["control"].startswith("mf-test-") for r in mf_rows)  # the paired question of the same context

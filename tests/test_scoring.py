@@ -295,3 +295,41 @@ def test_text_qa_reader_learns_the_answer_spans_and_is_an_llm_dir_the_systems_lo
     (out / "marker").write_text("kept")
     assert main(["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--out", str(out)]) == 0
     assert (out / "marker").exists() and not out.with_name("reader.tmp").exists()
+
+
+def test_transcribe_all_batches_whisper_like_one_at_a_time_and_keeps_the_order(tmp_path):
+    """The reader's training questions are transcribed in batches of similar lengths (each at the window its longest
+    audio needs): the same text as one at a time, in the items' order; an ASR without a batched path loops."""
+    from nemo_aura.scoring.systems import load_asr, transcribe_all
+    from nemo_aura.testing import build_tiny_whisper_dir, synth_wave
+
+    asr = load_asr(str(build_tiny_whisper_dir(tmp_path / "whisper")), 3, [2, 5])
+    audios = [synth_wave(0, 4.0), synth_wave(1, 1.0), synth_wave(2, 1.5), synth_wave(3, 3.0), synth_wave(4, 0.5)]
+    frames = []
+    asr.model.model.encoder.register_forward_pre_hook(
+        lambda m, args, kw: frames.append(tuple(kw.get("input_features", args[0] if args else None).shape)),
+        with_kwargs=True)
+    done = []
+    assert transcribe_all(asr, audios, 2, lambda n, total: done.append((n, total))) == [asr(a) for a in audios]
+    # by length: (0.5 s, 1 s) and (1.5 s, 3 s) at 2 s and 5 s windows, then 4 s alone; then the five one at a time
+    assert frames[:3] == [(2, 80, 200), (2, 80, 500), (1, 80, 500)] and done == [(2, 5), (4, 5), (5, 5)]
+    seen = []
+    assert transcribe_all(lambda a: seen.append(len(a)) or str(len(a)), audios, 4) == [str(len(a)) for a in audios]
+    assert seen == sorted(len(a) for a in audios)
+
+
+def test_fine_tuned_rows_take_their_own_reader_else_the_shared_one(tmp_path, monkeypatch):
+    """cascade_ft and aura_ctc_ft may each answer with a reader trained on their front end's transcripts
+    (``--cascade-reader-dir`` / ``--aura-reader-dir``); without one they share the text reader, as topline_ft does."""
+    import nemo_aura.scoring.systems as systems
+
+    loaded = []
+    monkeypatch.setattr(systems.TextAnswerer, "from_dir", classmethod(lambda cls, d, *a: loaded.append(d)))
+    monkeypatch.setattr(systems, "load_asr", lambda path, *a: path)
+    paths = {"asr": "whisper", "aura": "aura.nemo", "reader_dir": "text_reader"}
+    for name in systems.FINE_TUNED_READER_SYSTEMS:
+        systems.build_system(name, paths)
+    paths.update(cascade_reader_dir="whisper_reader", aura_reader_dir="aura_reader")
+    for name in systems.FINE_TUNED_READER_SYSTEMS:
+        systems.build_system(name, paths)
+    assert loaded == ["text_reader"] * 3 + ["text_reader", "whisper_reader", "aura_reader"]

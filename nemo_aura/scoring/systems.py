@@ -233,6 +233,11 @@ class SpeechModelTextOnly(System):
         return self.llm.answer_with_length(text_message(item.question, item.context), max_new_tokens)
 
 
+def parse_window_seconds(text: str) -> list[float] | None:
+    """A script's ``--asr-window-seconds`` ("10,20") as ``load_asr``'s ``window_seconds``; "" -> None (30 s only)."""
+    return [float(w) for w in text.split(",") if w.strip()] or None
+
+
 def load_asr(path: str, max_new_tokens: int = 96, window_seconds: list[float] | None = None):
     """A callable 16 kHz waveform -> transcript: Whisper from a local HF dir (``window_seconds``: shorter windows
     to encode when the audio fits, see ``_whisper_asr``), or a NeMo ASR ``.nemo``."""
@@ -260,16 +265,39 @@ def _whisper_asr(path: Path, max_new_tokens: int, window_seconds: list[float] | 
     windows = sorted({min(full, int(w * 16000)) for w in window_seconds or ()} | {full})
 
     @torch.no_grad()
-    def transcribe(audio: np.ndarray) -> str:
-        window = pick_window(windows, len(audio)) or full  # longer audio: cut at 30 s, as before
-        feats = processor(audio, sampling_rate=16000, return_tensors="pt", padding="max_length",
+    def transcribe_batch(audios: list[np.ndarray]) -> list[str]:
+        # one window for the batch, the shortest that holds its longest audio: sort by length before batching
+        window = pick_window(windows, max(len(a) for a in audios)) or full  # longer audio: cut at 30 s, as before
+        feats = processor(list(audios), sampling_rate=16000, return_tensors="pt", padding="max_length",
                           max_length=window).input_features
         with whisper_window(model.model.encoder, window // hop // 2):
             ids = model.generate(feats, max_new_tokens=max_new_tokens, **options)
-        return processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        return [text.strip() for text in processor.batch_decode(ids, skip_special_tokens=True)]
 
-    transcribe.windows, transcribe.model = windows, model  # what it encodes, for tests and reports
+    def transcribe(audio: np.ndarray) -> str:
+        return transcribe_batch([audio])[0]
+
+    # what it encodes (for tests and reports), and the batched path for transcribing many (``transcribe_all``)
+    transcribe.windows, transcribe.model, transcribe.batch = windows, model, transcribe_batch
     return transcribe
+
+
+def transcribe_all(asr, audios: list[np.ndarray], batch_size: int = 16, progress=None) -> list[str]:
+    """``asr``'s transcripts of ``audios`` in their order; an ASR with a batched path (``load_asr``'s Whisper) gets
+    batches of similar lengths (each is encoded at the window its longest audio needs), any other one item at a time.
+    ``progress(done, total)`` is called after each batch."""
+    batch = getattr(asr, "batch", None)
+    if batch is None:
+        batch, batch_size = (lambda chunk: [asr(a) for a in chunk]), 1
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    texts: list[str | None] = [None] * len(audios)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, text in zip(chunk, batch([audios[i] for i in chunk])):
+            texts[i] = text
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
+    return texts
 
 
 def _nemo_asr(path: Path):
@@ -292,7 +320,8 @@ def _nemo_asr(path: Path):
 
 def build_system(name: str, paths: dict) -> System:
     """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge``, ``reader_dir`` as needed by ``name`` (and
-    optionally ``asr_window_seconds`` for the cascade's Whisper)."""
+    optionally ``asr_window_seconds`` for the cascade's Whisper, ``cascade_reader_dir`` / ``aura_reader_dir`` for
+    the fine-tuned rows' own readers)."""
     def need(key):
         if not paths.get(key):
             raise ValueError(f"system {name!r} needs --{key.replace('_', '-')}")
@@ -309,7 +338,9 @@ def build_system(name: str, paths: dict) -> System:
     if name in ("oracle_repeat", "oracle_collapsed"):
         return TextStateOracle(need("aura"), name.split("_", 1)[1])
     if name in FINE_TUNED_READER_SYSTEMS:
-        reader = need("reader_dir")
+        # each row may have its own reader (one trained on its front end's transcripts), else the shared text reader
+        own = {"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir"}.get(name)
+        reader = paths.get(own) if own and paths.get(own) else need("reader_dir")
         if name == "topline_ft":
             system = Topline(reader)
             system.asr_ceiling = False

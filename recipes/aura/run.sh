@@ -100,7 +100,10 @@ hearing_nemo=$exp/stage3/aura_hearing.nemo
 reading_ctc_nemo=$exp/stage3/aura_reading_ctc.nemo
 distilled_more=$exp/stage3/aura_distilled_more.nemo
 text_qa_reader=$exp/stage5/text_qa_reader
+aura_qa_reader=$exp/stage5/aura_qa_reader         # front_end_readers=yes: trained on AuRA's CTC transcripts
+cascade_qa_reader=$exp/stage5/cascade_qa_reader   # front_end_readers=yes: trained on the cascade ASR's transcripts
 reading=${reading:-vocab}
+asr_window_seconds=${asr_window_seconds-10,20}   # the cascade's Whisper: shorter windows it may encode (stage 5 readers, stage 6)
 case $reading in
   vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo ;;
   collapsed) stage3_final=$hearing_nemo; aura_final=$exp/stage5/aura_qa.nemo ;;
@@ -210,6 +213,13 @@ stage4() {
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
 
+# front_end_reader OUT ASR: the text-QA reader trained on ASR's transcripts of the training questions' audio.
+front_end_reader() {
+  # shellcheck disable=SC2086
+  "$python" $local/finetune_text_qa.py --llm-dir "$llm_dir" --train "$qa_train" --train "$mf_train" --dev "$mf_dev" \
+    --out "$1" --questions-from-asr "$2" --asr-window-seconds "$asr_window_seconds" ${front_end_reader_args:-}
+}
+
 stage5() {
   local s5=$exp/stage5
   mkdir -p "$s5"
@@ -231,6 +241,13 @@ stage5() {
   # shellcheck disable=SC2086
   "$python" $local/finetune_text_qa.py --llm-dir "$llm_dir" --train "$qa_train" --train "$mf_train" --dev "$mf_dev" \
     --out "$text_qa_reader" ${text_qa_args:-}
+  if [ "${front_end_readers:-no}" = yes ]; then
+    # Each speech front end's own reader: the same items with the questions as that front end writes them (the
+    # cascade ASR's transcripts, AuRA's CTC text), the same budget for both, so the two fine-tuned rows compare like
+    # for like.
+    front_end_reader "$cascade_qa_reader" "$cascade_asr"
+    if [ "$reading" = vocab ]; then front_end_reader "$aura_qa_reader" "$aura_final"; fi
+  fi
   # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
   # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
   "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
@@ -248,12 +265,18 @@ stage6() {
               --distill-report "$exp/stage3/distill_report.json")
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
-  "$python" $local/score_benchmark.py "${args[@]}" $score_args
+  "$python" $local/score_benchmark.py "${args[@]}" --asr-window-seconds "$asr_window_seconds" $score_args
+  local own_readers=()
+  if [ "${front_end_readers:-no}" = yes ]; then
+    own_readers+=(--cascade-reader-dir "$cascade_qa_reader")
+    if [ "$reading" = vocab ]; then own_readers+=(--aura-reader-dir "$aura_qa_reader"); fi
+  fi
   # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
     --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
-    --llm-dir "$llm_dir" --asr "$cascade_asr" --reader-dir "$text_qa_reader" --out "$exp/stage6/hearing" ${hearing_score_args:-}
+    --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
+    "${own_readers[@]}" --out "$exp/stage6/hearing" ${hearing_score_args:-}
   # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
   # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
   # shellcheck disable=SC2086

@@ -183,6 +183,9 @@ def check_round_trip(cls, path: Path, llm_dir: Path, state: dict, shipped: set[s
 #: stage 5's fine-tuned text-QA reader (a separate LLM directory, not shipped here).
 CARD_SYSTEMS = {"aura": "This model (its CTC text read by the base LLM)",
                 "aura_ctc_ft": "Its CTC text read by the fine-tuned text-QA reader (stage 5; not in this directory)"}
+#: aura_ctc_ft's label when its reader was trained on this model's own transcripts (score_hearing --aura-reader-dir)
+OWN_READER_LABEL = ("Its CTC text read by a text-QA reader fine-tuned on this model's transcripts of the training "
+                    "questions (stage 5; not in this directory)")
 
 
 def hearing_lines(results: Path | None) -> list[str]:
@@ -192,13 +195,17 @@ def hearing_lines(results: Path | None) -> list[str]:
         return []
     import json
 
-    sets = json.loads(results.read_text())["sets"]
+    scored = json.loads(results.read_text())
+    sets = scored["sets"]
+    labels = dict(CARD_SYSTEMS)
+    if scored.get("paths", {}).get("aura_reader_dir"):
+        labels["aura_ctc_ft"] = OWN_READER_LABEL
     lines = ["## Does it hear?", "",
              "F1 with the item's own spoken question minus F1 with a control question (multi-fact sets: about another "
              "entity of the same context; others: the next item's), same context and gold; 95% paired-bootstrap "
              f"interval (`{'/'.join(results.parts[-3:])}`):", ""]
     heard = False
-    for system, label in CARD_SYSTEMS.items():
+    for system, label in labels.items():
         rows = {name: r[system] for name, r in sets.items() if system in r}
         if rows:
             lines += [f"{label}:", ""]

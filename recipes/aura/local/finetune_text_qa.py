@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train on this model's transcripts of the spoken questions instead of their text: the reader "
                         "learns to answer what that speech front end writes (an AuRA .nemo with reading.span vocab: its "
                         "CTC text; or a cascade's ASR); the dev set stays text")
+    p.add_argument("--asr-window-seconds", default="",
+                   help="with a Whisper --questions-from-asr: the shorter windows it may encode, as the cascade's "
+                        "(score_hearing.py / score_benchmark.py --asr-window-seconds); empty: the padded 30 s")
+    p.add_argument("--asr-batch-size", type=int, default=16, help="questions transcribed at once (Whisper)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -51,21 +55,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_examples(paths: list[str], asr=None) -> list[dict]:
+def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16) -> list[dict]:
     """{"message", "answer", "answers"} per QA item: stage 6's text prompt with the item's question text, or with
-    ``asr``'s transcript of its audio (a callable 16 kHz waveform -> text, ``scoring.systems.load_asr``)."""
+    ``asr``'s transcript of its audio (a callable 16 kHz waveform -> text, ``scoring.systems.load_asr``; batched
+    where it can be, ``scoring.systems.transcribe_all``)."""
     from nemo_aura.scoring.items import load_items
-    from nemo_aura.scoring.systems import text_message
+    from nemo_aura.scoring.systems import text_message, transcribe_all
 
     examples = []
     for path in paths:
         items = load_items(path)
         if not items:
             raise SystemExit(f"{path}: no QA items")
-        for n, i in enumerate(items):
-            question = i.question if asr is None else asr(i.load_audio(16000))
-            if asr is not None and (n + 1) % 200 == 0:
-                print(f"[text-qa] {path}: transcribed {n + 1}/{len(items)}", flush=True)
+        if asr is None:
+            questions = [i.question for i in items]
+        else:
+            t0 = time.perf_counter()
+
+            def progress(done, total, every=max(1, len(items) // 5)):
+                if done == total or done // every != (done - asr_batch_size) // every:
+                    print(f"[text-qa] {path}: transcribed {done}/{total} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+            questions = transcribe_all(asr, [i.load_audio(16000) for i in items], asr_batch_size, progress)
+        for i, question in zip(items, questions):
             examples.append({"message": text_message(question, i.context), "answer": i.answers[0],
                              "answers": i.answers, "question": question})
     return examples
@@ -127,16 +139,17 @@ def main(argv=None) -> int:
     answerer = TextAnswerer.from_dir(args.llm_dir)
     asr = None
     if args.questions_from_asr:
-        from nemo_aura.scoring.systems import load_asr
+        from nemo_aura.scoring.systems import load_asr, parse_window_seconds
 
-        asr = load_asr(args.questions_from_asr)
-    train_examples = load_examples(args.train, asr)
+        asr = load_asr(args.questions_from_asr, window_seconds=parse_window_seconds(args.asr_window_seconds))
+    train_examples = load_examples(args.train, asr, args.asr_batch_size)
     del asr
     train = ChatExamples(train_examples, answerer.formatter)
     dev = load_examples(args.dev)[: args.dev_limit] if args.dev else []
     report = {"llm_dir": args.llm_dir, "train": args.train, "train_items": len(train), "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r,
               "questions_from_asr": args.questions_from_asr,
+              "asr_window_seconds": args.asr_window_seconds,
               "train_questions": [[ex["answer"], ex["question"]] for ex in train_examples[:5]]}
     if dev:
         report["dev_before"] = score(answerer, dev, args.max_new_tokens)

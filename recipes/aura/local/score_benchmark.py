@@ -390,10 +390,12 @@ def plot(results: dict, out: Path, distill_report: Path | None) -> list[str]:
 
 
 def main(argv=None) -> dict:
+    from nemo_aura.scoring.systems import parse_window_seconds
+
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "bridge": args.bridge,
-             "asr_window_seconds": [float(w) for w in args.asr_window_seconds.split(",") if w.strip()]}
+             "asr_window_seconds": parse_window_seconds(args.asr_window_seconds)}
     workers = {}
     for name in [s for s in args.systems.split(",") if s]:
         done = args.out / name / "worker.json"

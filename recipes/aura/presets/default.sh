@@ -16,6 +16,8 @@ reading_overrides=""                        # stage 3, reading=vocab: conf/readi
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
 text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
+front_end_readers=yes                       # stage 5: also a reader per speech front end, on its transcripts (cascade_ft, aura_ctc_ft)
+front_end_reader_args="--steps 150"         # stage 5: their finetune_text_qa.py options (the same for both)
 bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
 bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)

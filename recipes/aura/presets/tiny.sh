@@ -16,6 +16,8 @@ hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_
 bridge_qa_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 aura_finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"   # stage 5, AuRA: conf/aura_qa.yaml, shrunk
 text_qa_args="--steps 4 --batch-size 2 --dev-limit 2 --max-new-tokens 4"
+front_end_readers=yes
+front_end_reader_args="--steps 2 --batch-size 2 --dev-limit 2 --max-new-tokens 4"
 bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 cascade_asr=$exp_root/models/tiny-ctc.nemo
 score_args="--sweep-seconds 1,2 --max-new-tokens 4"
