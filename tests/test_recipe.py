@@ -131,7 +131,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
-    assert [r["name"] for r in runs["bridge"]] == ["bridge_asr", "bridge_qa"]
+    # the bridge learns AuRA's reading objective (character CTC at layer K) on the same data and budget
+    assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc"]
+    assert runs["bridge"][0]["train_cuts"] == runs["aura"][2]["train_cuts"]
+    assert runs["bridge"][0]["steps"] == runs["aura"][2]["steps"]
     assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included
     assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_distilled_more.nemo"]
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/distill_more_mix.jsonl.gz"
@@ -146,23 +149,26 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
     assert set(hearing["sets"]) == {"mf_test", "mf_test_seen", "closed_book"}
     for set_name, systems in hearing["sets"].items():
-        assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura", "topline_ft",
-                                "cascade_ft", "aura_ctc_ft"}
+        assert set(systems) == {"topline", "cascade", "oracle_repeat", "oracle_collapsed", "aura", "bridge",
+                                "topline_ft", "cascade_ft", "aura_ctc_ft", "bridge_ctc_ft"}
         for name, r in systems.items():
             assert r["hearing"] == pytest.approx(r["f1"] - r["f1_control"])
             # speech systems transcribe their audio; the topline writes the ASR prompt's reply to the question text
             # (the transcription ceiling of a span read as text); the oracles and the QA-tuned reader's topline do not
-            assert ("wer" in r) == (name in ("cascade", "aura", "topline", "cascade_ft", "aura_ctc_ft"))
+            assert ("wer" in r) == (name in ("cascade", "aura", "bridge", "topline", "cascade_ft", "aura_ctc_ft",
+                                             "bridge_ctc_ft"))
         # AuRA's CTC text read by the fine-tuned reader: the same transcripts as AuRA's own
         assert systems["aura_ctc_ft"]["wer"] == pytest.approx(systems["aura"]["wer"])
+        assert systems["bridge_ctc_ft"]["wer"] == pytest.approx(systems["bridge"]["wer"])
     reader = json.loads((exp / "stage5" / "text_qa_reader" / "report.json").read_text())  # stage 5's text-QA reader
     assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
     # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
     for own, asr, row in (("cascade_qa_reader", "models/tiny-ctc.nemo", "cascade_ft"),
-                          ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft")):
+                          ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft"),
+                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc.nemo", "bridge_ctc_ft")):
         report = json.loads((exp / "stage5" / own / "report.json").read_text())
         assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
-        assert hearing["paths"][{"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir"}[row]].endswith(own)
+        assert hearing["paths"][row.split("_")[0] + "_reader_dir"].endswith(own)
     assert hearing["paths"]["asr_window_seconds"] == [10.0, 20.0]
     mf_rows = json.loads((exp / "stage6" / "hearing" / "systems" / "aura.json").read_text())["mf_test"]["rows"]
     assert len(mf_rows) == tiny.multi_fact["test"] and all(r["control"] != r["id"] for r in mf_rows)
@@ -266,7 +272,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_reading_ctc.nemo",
                                               exp / "stage4" / "aura_encoder_free.nemo",
-                                              exp / "stage5" / "bridge_qa.nemo", exp / "stage2" / "train" / "cuts.jsonl.gz")}
+                                              exp / "stage5" / "bridge_reading_ctc.nemo", exp / "stage5" / "aura_qa_reader",
+                                              exp / "stage2" / "train" / "cuts.jsonl.gz")}
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
     assert "complete: skipping" in again and again.count("exists: skipping") >= 5
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

@@ -6,10 +6,11 @@
   padded 30 s when the audio fits (``asr_window_seconds``, the option AuRA's Whisper teacher has);
 - ``bridge`` / ``aura``: a saved speech model (``BridgeModel`` keeps its encoder; AuRA has none);
 - ``aura_text``: the AuRA model's LLM with its LoRA loaded, reading the text question (text ability kept);
-- ``topline_ft`` / ``cascade_ft`` / ``aura_ctc_ft``: the fine-tuned text-QA reader (stage 5: the LLM with LoRA
-  trained on the QA training items as text, merged) answering the gold question text, Whisper's transcript, or
-  the transcript an AuRA model with ``reading.span: vocab`` writes with its CTC head (that model's LLM reads the
-  same text, so this is AuRA with the reader as its text path);
+- ``topline_ft`` / ``cascade_ft`` / ``aura_ctc_ft`` / ``bridge_ctc_ft``: a fine-tuned text-QA reader (stage 5: the
+  LLM with LoRA trained on the QA training items, merged) answering the gold question text, Whisper's transcript,
+  or the transcript an AuRA (or bridge) model with ``reading.span: vocab`` writes with its CTC head (that model's
+  LLM reads the same text, so this is the model with the reader as its text path); each speech row may have a reader
+  trained on its own front end's transcripts of the training questions (``*_reader_dir``);
 - ``oracle_repeat`` / ``oracle_collapsed``: the ceiling of the text-aligned interface at layer K. The base LLM gets
   the AuRA prompt, the spoken question's span filled with the transcript's tokens and, after layer K, the states the
   LLM itself has there for the transcript (the text-aligned target, ``modules.text_align``), either one per audio
@@ -320,8 +321,8 @@ def _nemo_asr(path: Path):
 
 def build_system(name: str, paths: dict) -> System:
     """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge``, ``reader_dir`` as needed by ``name`` (and
-    optionally ``asr_window_seconds`` for the cascade's Whisper, ``cascade_reader_dir`` / ``aura_reader_dir`` for
-    the fine-tuned rows' own readers)."""
+    optionally ``asr_window_seconds`` for the cascade's Whisper, ``cascade_reader_dir`` / ``aura_reader_dir`` /
+    ``bridge_reader_dir`` for the fine-tuned rows' own readers)."""
     def need(key):
         if not paths.get(key):
             raise ValueError(f"system {name!r} needs --{key.replace('_', '-')}")
@@ -339,13 +340,14 @@ def build_system(name: str, paths: dict) -> System:
         return TextStateOracle(need("aura"), name.split("_", 1)[1])
     if name in FINE_TUNED_READER_SYSTEMS:
         # each row may have its own reader (one trained on its front end's transcripts), else the shared text reader
-        own = {"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir"}.get(name)
+        own = {"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir",
+               "bridge_ctc_ft": "bridge_reader_dir"}.get(name)
         reader = paths.get(own) if own and paths.get(own) else need("reader_dir")
         if name == "topline_ft":
             system = Topline(reader)
             system.asr_ceiling = False
-        else:  # the reader answers a transcript: Whisper's, or AuRA's own CTC text (``reading.span: vocab``)
-            asr = need("asr") if name == "cascade_ft" else need("aura")
+        else:  # the reader answers a transcript: Whisper's, or AuRA's / the bridge's CTC text (``reading.span: vocab``)
+            asr = need({"cascade_ft": "asr", "aura_ctc_ft": "aura", "bridge_ctc_ft": "bridge"}[name])
             system = Cascade(asr, reader, asr_window_seconds=paths.get("asr_window_seconds") if name == "cascade_ft" else None)
         system.name = name
         return system
@@ -354,4 +356,4 @@ def build_system(name: str, paths: dict) -> System:
 
 
 #: Systems answering with the fine-tuned text-QA reader (``recipes/aura/local/finetune_text_qa.py``, ``reader_dir``).
-FINE_TUNED_READER_SYSTEMS = ("topline_ft", "cascade_ft", "aura_ctc_ft")
+FINE_TUNED_READER_SYSTEMS = ("topline_ft", "cascade_ft", "aura_ctc_ft", "bridge_ctc_ft")

@@ -8,10 +8,10 @@
 # Stages (each announced, timed, writing under exp/<tag>/stageN, skipped when its output exists):
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
 #   3 distillation, then the reading run the preset's $reading names: vocab (default: the distillation continued on
-#     the sentences and spoken questions, conf/distill_more.yaml, then CTC over the LLM's vocabulary at layer K on all
+#     the sentences and spoken questions, conf/distill_more.yaml, then character CTC at layer K on all
 #     the transcribed speech with Whisper still teaching layers 1..K, conf/reading_ctc.yaml) or collapsed (text-aligned reading at layer K,
 #     conf/hearing.yaml then conf/hearing_questions.yaml)
-#   4 encoder removal                5 speech-QA fine-tuning (collapsed: AuRA, conf/aura_qa.yaml) + bridge baseline
+#   4 encoder removal                5 text-QA readers, speech-QA fine-tuning (collapsed: AuRA) + bridge baseline
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
 #     multi-fact sets (F1 with the own question vs a question about another entity of the same context)
 #   7 (optional, not in the default 0..6) reading ablation: the levers of conf/ablation/reading.yaml
@@ -102,12 +102,14 @@ distilled_more=$exp/stage3/aura_distilled_more.nemo
 text_qa_reader=$exp/stage5/text_qa_reader
 aura_qa_reader=$exp/stage5/aura_qa_reader         # front_end_readers=yes: trained on AuRA's CTC transcripts
 cascade_qa_reader=$exp/stage5/cascade_qa_reader   # front_end_readers=yes: trained on the cascade ASR's transcripts
+bridge_qa_reader=$exp/stage5/bridge_qa_reader     # front_end_readers=yes, reading=vocab: on the bridge's CTC transcripts
 reading=${reading:-vocab}
 asr_window_seconds=${asr_window_seconds-10,20}   # the cascade's Whisper: shorter windows it may encode (stage 5 readers, stage 6)
 case $reading in
-  vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo ;;
-  collapsed) stage3_final=$hearing_nemo; aura_final=$exp/stage5/aura_qa.nemo ;;
-  none) stage3_final=$distilled; aura_final=$exp/stage5/aura_qa.nemo ;;
+  vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo
+         bridge_final=$exp/stage5/bridge_reading_ctc.nemo ;;
+  collapsed) stage3_final=$hearing_nemo; aura_final=$exp/stage5/aura_qa.nemo; bridge_final=$exp/stage5/bridge_qa.nemo ;;
+  none) stage3_final=$distilled; aura_final=$exp/stage5/aura_qa.nemo; bridge_final=$exp/stage5/bridge_qa.nemo ;;
   *) echo "run.sh: preset $preset: reading must be vocab, collapsed or none, got '$reading'" >&2; exit 2 ;;
 esac
 
@@ -248,20 +250,30 @@ stage5() {
     front_end_reader "$cascade_qa_reader" "$cascade_asr"
     if [ "$reading" = vocab ]; then front_end_reader "$aura_qa_reader" "$aura_final"; fi
   fi
-  # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
-  # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
-  "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
-  # shellcheck disable=SC2086
-  train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$s5" \
-    "$s5/bridge_asr.nemo" -- ${bridge_asr_overrides:-}
-  # shellcheck disable=SC2086
-  train bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" "$s5" \
-    "$s5/bridge_qa.nemo" -- ${bridge_qa_overrides:-}
+  if [ "$reading" = vocab ]; then
+    # Bridge: encoder + projector + the same LLM with LoRA on the same K layers, trained with AuRA's reading objective
+    # (conf/bridge_reading_ctc.yaml: the character CTC at layer K, AuRA's data and budget); read as text like AuRA.
+    "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" --lora-on-first-k -- "${model_overrides[@]}"
+    # shellcheck disable=SC2086
+    train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+      "$s5" "$bridge_final" -- ${bridge_reading_overrides:-}
+    if [ "${front_end_readers:-no}" = yes ]; then front_end_reader "$bridge_qa_reader" "$bridge_final"; fi
+  else
+    # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
+    # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
+    "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" -- "${model_overrides[@]}"
+    # shellcheck disable=SC2086
+    train bridge_asr "$s5/bridge_init.nemo" "$exp/stage2/train/cuts.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" "$s5" \
+      "$s5/bridge_asr.nemo" -- ${bridge_asr_overrides:-}
+    # shellcheck disable=SC2086
+    train bridge_qa "$s5/bridge_asr.nemo" "$exp/stage2/qa_train/cuts.jsonl.gz" "$exp/stage2/qa_dev/cuts.jsonl.gz" "$s5" \
+      "$bridge_final" -- ${bridge_qa_overrides:-}
+  fi
 }
 
 stage6() {
   local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$aura_final"
-              --bridge "$exp/stage5/bridge_qa.nemo" --out "$exp/stage6" --transcripts
+              --bridge "$bridge_final" --out "$exp/stage6" --transcripts
               --distill-report "$exp/stage3/distill_report.json")
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
@@ -269,13 +281,13 @@ stage6() {
   local own_readers=()
   if [ "${front_end_readers:-no}" = yes ]; then
     own_readers+=(--cascade-reader-dir "$cascade_qa_reader")
-    if [ "$reading" = vocab ]; then own_readers+=(--aura-reader-dir "$aura_qa_reader"); fi
+    if [ "$reading" = vocab ]; then own_readers+=(--aura-reader-dir "$aura_qa_reader" --bridge-reader-dir "$bridge_qa_reader"); fi
   fi
   # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
     --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
-    --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
+    --bridge "$bridge_final" --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
     "${own_readers[@]}" --out "$exp/stage6/hearing" ${hearing_score_args:-}
   # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
   # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
@@ -313,7 +325,7 @@ run_stage 1 "embedded spoken corpus ($data_preset)" stage1
 run_stage 2 "teacher-target cache" stage2
 run_stage 3 "layer-wise distillation" stage3
 run_stage 4 "encoder removal" stage4
-run_stage 5 "speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
+run_stage 5 "text-QA readers, speech-QA fine-tuning (AuRA) and the bridge baseline" stage5
 run_stage 6 "scoring: topline, cascade, bridge, AuRA" stage6
 run_stage 7 "reading ablation and the layer probe" stage7
 log "done; stage wall times in $exp/stage_times.tsv"

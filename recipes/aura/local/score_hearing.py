@@ -39,12 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--llm-dir", default=None)
     p.add_argument("--asr", default=None, help="the cascade's ASR (a Whisper dir or a .nemo)")
     p.add_argument("--reader-dir", default=None,
-                   help="the fine-tuned text-QA reader (finetune_text_qa.py): topline_ft, cascade_ft, aura_ctc_ft")
+                   help="the fine-tuned text-QA reader (finetune_text_qa.py): topline_ft, and the speech *_ft rows "
+                        "without their own reader")
     p.add_argument("--cascade-reader-dir", default=None,
                    help="cascade_ft's reader instead of --reader-dir (one trained on the cascade ASR's transcripts, "
                         "finetune_text_qa.py --questions-from-asr)")
     p.add_argument("--aura-reader-dir", default=None,
                    help="aura_ctc_ft's reader instead of --reader-dir (one trained on AuRA's CTC transcripts)")
+    p.add_argument("--bridge", default=None, help="the bridge .nemo (bridge, bridge_ctc_ft)")
+    p.add_argument("--bridge-reader-dir", default=None,
+                   help="bridge_ctc_ft's reader instead of --reader-dir (one trained on the bridge's CTC transcripts)")
     p.add_argument("--asr-window-seconds", default="",
                    help="the cascade's Whisper encodes the shortest of these windows that holds the audio instead of "
                         "the padded 30 s (as score_benchmark.py's); empty: 30 s")
@@ -222,6 +226,7 @@ def main(argv=None) -> dict:
     sets = [load_set(s, args.limit) for s in args.set]
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "reader_dir": args.reader_dir,
              "cascade_reader_dir": args.cascade_reader_dir, "aura_reader_dir": args.aura_reader_dir,
+             "bridge": args.bridge, "bridge_reader_dir": args.bridge_reader_dir,
              "asr_window_seconds": parse_window_seconds(args.asr_window_seconds)}
     (args.out / "systems").mkdir(parents=True, exist_ok=True)
     results = {"paths": paths, "sets": {name: {} for name, _, _ in sets}}

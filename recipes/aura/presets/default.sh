@@ -18,12 +18,13 @@ aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed):
 text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
 front_end_readers=yes                       # stage 5: also a reader per speech front end, on its transcripts (cascade_ft, aura_ctc_ft)
 front_end_reader_args="--steps 150"         # stage 5: their finetune_text_qa.py options (the same for both)
+bridge_reading_overrides=""                 # stage 5, bridge, reading=vocab: conf/bridge_reading_ctc.yaml (AuRA's reading budget)
 bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
 bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 before 2026-12-02)
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
-hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,topline_ft,cascade_ft,aura_ctc_ft"   # stage 6: scored on the multi-fact sets
+hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,bridge,topline_ft,cascade_ft,aura_ctc_ft,bridge_ctc_ft"   # stage 6: scored on the multi-fact sets
 hearing_score_args=""                       # stage 6: e.g. --limit 60
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
 probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's

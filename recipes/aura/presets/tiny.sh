@@ -18,11 +18,12 @@ aura_finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.
 text_qa_args="--steps 4 --batch-size 2 --dev-limit 2 --max-new-tokens 4"
 front_end_readers=yes
 front_end_reader_args="--steps 2 --batch-size 2 --dev-limit 2 --max-new-tokens 4"
+bridge_reading_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"   # stage 5, reading=vocab: conf/bridge_reading_ctc.yaml, shrunk as the AuRA reading run
 bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 cascade_asr=$exp_root/models/tiny-ctc.nemo
 score_args="--sweep-seconds 1,2 --max-new-tokens 4"
 extra_test_manifests=""
-hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,topline_ft,cascade_ft,aura_ctc_ft"
+hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,bridge,topline_ft,cascade_ft,aura_ctc_ft,bridge_ctc_ft"
 hearing_score_args="--max-new-tokens 4"
 ablation_args="--steps 2 --items 4 --text-items 2 --only baseline,vocab_ctc,audio_only_lora"   # stage 7
 probe_args="--layers 0 2 --teacher-layers 3 --train-limit 8 --epochs 2"   # stage 7
