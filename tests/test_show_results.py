@@ -73,3 +73,8 @@ def test_reading_runs_are_compared_by_their_validation_rows(tmp_path):
     assert (tmp_path / "out" / "reading_runs.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no csv/metrics.csv"):
         compare_reading_runs.main(["--run", f"x={tmp_path / 'nothing'}", "--out", str(tmp_path / "o2")])
+    more = compare_reading_runs.main(["--run", f"first={a}", "--run", f"more={b}", "--continues", "more=500",
+                                      "--out", str(tmp_path / "o3")])
+    assert more["more"]["points"] == [(750, 6.0)] and more["first"]["points"][-1] == (500, 4.0)
+    with pytest.raises(SystemExit, match="expected NAME=STEPS"):
+        compare_reading_runs.main(["--run", f"first={a}", "--continues", "other=5", "--out", str(tmp_path / "o4")])

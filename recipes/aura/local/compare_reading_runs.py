@@ -5,7 +5,8 @@
         --run "bidirectional=exp/default/stage3b_bidirectional_500/reading_ctc" --out exp/default/reading_runs
 
 Each run directory holds the Lightning CSV log ``csv/metrics.csv`` that ``nemo_aura.train`` writes; its validation
-rows (``val_loss``) are read (step times are not: runs that shared the cores would not compare). A run stopped early simply has fewer points. Writes
+rows (``val_loss``) are read (step times are not: runs that shared the cores would not compare). A run stopped early simply has fewer points;
+a run that continues another (``--continues NAME=STEPS``) is plotted from where that one ended. Writes
 ``reading_runs.json``, ``reading_runs.md`` and ``reading_runs.png`` (validation loss against step).
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ from nemo_aura.parts.files import write_json_atomic, write_text_atomic  # noqa: 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="a run's log directory")
+    p.add_argument("--continues", action="append", default=[], metavar="NAME=STEPS",
+                   help="run NAME started from the end of another run of STEPS steps (init_from_nemo): its steps are "
+                        "counted from there, so a continued run plots after the run it continues")
     p.add_argument("--metric", default="val_loss")
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
@@ -96,6 +100,12 @@ def main(argv=None) -> dict:
         if not sep or not name or not directory:
             raise SystemExit(f"--run {spec!r}: expected NAME=DIR")
         runs[name] = read_run(Path(directory), args.metric)
+    for spec in args.continues:
+        name, sep, steps = spec.partition("=")
+        if name not in runs or not steps.isdigit():
+            raise SystemExit(f"--continues {spec!r}: expected NAME=STEPS with NAME one of the --run names")
+        runs[name]["points"] = [(step + int(steps), value) for step, value in runs[name]["points"]]
+        runs[name]["continues_after_steps"] = int(steps)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "reading_runs.json", {"metric": args.metric, "runs": runs})
     write_text_atomic(args.out / "reading_runs.md", to_markdown(runs, args.metric))
