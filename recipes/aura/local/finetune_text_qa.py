@@ -70,10 +70,11 @@ def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16) -> list[
         if asr is None:
             questions = [i.question for i in items]
         else:
-            t0 = time.perf_counter()
+            t0, shown = time.perf_counter(), [0]
 
-            def progress(done, total, every=max(1, len(items) // 5)):
-                if done == total or done // every != (done - asr_batch_size) // every:
+            def progress(done, total, every=max(1, len(items) // 5)):  # about five lines per file
+                if done == total or done // every > shown[0]:
+                    shown[0] = done // every
                     print(f"[text-qa] {path}: transcribed {done}/{total} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
             questions = transcribe_all(asr, [i.load_audio(16000) for i in items], asr_batch_size, progress)
