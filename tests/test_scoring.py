@@ -326,10 +326,11 @@ def test_fine_tuned_rows_take_their_own_reader_else_the_shared_one(tmp_path, mon
     loaded = []
     monkeypatch.setattr(systems.TextAnswerer, "from_dir", classmethod(lambda cls, d, *a: loaded.append(d)))
     monkeypatch.setattr(systems, "load_asr", lambda path, *a: path)
-    paths = {"asr": "whisper", "aura": "aura.nemo", "reader_dir": "text_reader"}
+    paths = {"asr": "whisper", "aura": "aura.nemo", "bridge": "bridge.nemo", "reader_dir": "text_reader"}
     for name in systems.FINE_TUNED_READER_SYSTEMS:
         systems.build_system(name, paths)
-    paths.update(cascade_reader_dir="whisper_reader", aura_reader_dir="aura_reader")
+    paths.update(cascade_reader_dir="whisper_reader", aura_reader_dir="aura_reader", bridge_reader_dir="bridge_reader")
     for name in systems.FINE_TUNED_READER_SYSTEMS:
         systems.build_system(name, paths)
-    assert loaded == ["text_reader"] * 3 + ["text_reader", "whisper_reader", "aura_reader"]
+    assert systems.FINE_TUNED_READER_SYSTEMS == ("topline_ft", "cascade_ft", "aura_ctc_ft", "bridge_ctc_ft")
+    assert loaded == ["text_reader"] * 4 + ["text_reader", "whisper_reader", "aura_reader", "bridge_reader"]
