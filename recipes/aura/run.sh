@@ -245,8 +245,8 @@ stage5() {
     --out "$text_qa_reader" ${text_qa_args:-}
   if [ "${front_end_readers:-no}" = yes ]; then
     # Each speech front end's own reader: the same items with the questions as that front end writes them (the
-    # cascade ASR's transcripts, AuRA's CTC text), the same budget for both, so the two fine-tuned rows compare like
-    # for like.
+    # cascade ASR's transcripts, AuRA's CTC text; the bridge's below), the same budget for each, so the fine-tuned
+    # rows compare like for like.
     front_end_reader "$cascade_qa_reader" "$cascade_asr"
     if [ "$reading" = vocab ]; then front_end_reader "$aura_qa_reader" "$aura_final"; fi
   fi
