@@ -339,16 +339,14 @@ def build_system(name: str, paths: dict) -> System:
     if name in ("oracle_repeat", "oracle_collapsed"):
         return TextStateOracle(need("aura"), name.split("_", 1)[1])
     if name in FINE_TUNED_READER_SYSTEMS:
-        # each row may have its own reader (one trained on its front end's transcripts), else the shared text reader
-        own = {"cascade_ft": "cascade_reader_dir", "aura_ctc_ft": "aura_reader_dir",
-               "bridge_ctc_ft": "bridge_reader_dir"}.get(name)
-        reader = paths.get(own) if own and paths.get(own) else need("reader_dir")
-        if name == "topline_ft":
+        front_end, own_reader = READER_ROWS[name]
+        # a row's own reader (trained on its front end's transcripts) if given, else the shared text reader
+        reader = paths.get(own_reader) if own_reader and paths.get(own_reader) else need("reader_dir")
+        if front_end is None:
             system = Topline(reader)
             system.asr_ceiling = False
-        else:  # the reader answers a transcript: Whisper's, or AuRA's / the bridge's CTC text (``reading.span: vocab``)
-            asr = need({"cascade_ft": "asr", "aura_ctc_ft": "aura", "bridge_ctc_ft": "bridge"}[name])
-            system = Cascade(asr, reader, asr_window_seconds=paths.get("asr_window_seconds") if name == "cascade_ft" else None)
+        else:  # the reader answers a transcript: Whisper's (windows apply to it only), or a CTC model's text
+            system = Cascade(need(front_end), reader, asr_window_seconds=paths.get("asr_window_seconds"))
         system.name = name
         return system
     raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text, oracle_repeat, "
@@ -356,4 +354,7 @@ def build_system(name: str, paths: dict) -> System:
 
 
 #: Systems answering with the fine-tuned text-QA reader (``recipes/aura/local/finetune_text_qa.py``, ``reader_dir``).
-FINE_TUNED_READER_SYSTEMS = ("topline_ft", "cascade_ft", "aura_ctc_ft", "bridge_ctc_ft")
+#: row -> (the path key of its speech front end, None for the text; the path key of its own reader).
+READER_ROWS = {"topline_ft": (None, None), "cascade_ft": ("asr", "cascade_reader_dir"),
+               "aura_ctc_ft": ("aura", "aura_reader_dir"), "bridge_ctc_ft": ("bridge", "bridge_reader_dir")}
+FINE_TUNED_READER_SYSTEMS = tuple(READER_ROWS)
