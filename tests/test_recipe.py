@@ -110,7 +110,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert export["bytes"]["encoder_free_nemo"] < export["bytes"]["full_nemo"]
     # stage 5-6: fine-tuned models scored side by side
     results = json.loads((exp / "stage6" / "results.json").read_text())
-    assert set(results["systems"]) == {"topline", "cascade", "bridge", "aura", "aura_text"}
+    assert set(results["systems"]) == {"topline", "topline_ft", "cascade", "cascade_ft", "bridge", "aura", "aura_text"}
+    # AuRA and the bridge answer with the reader trained on their own transcripts, inside their .nemo (one LLM); the
+    # targets compare them with the baselines that answer with theirs, and text prompts still see the base LLM
+    assert results["baselines"] == {"topline": "topline_ft", "cascade": "cascade_ft", "bridge": "bridge"}
+    assert results["text_ability_kept"]["identical_answers"] == 1.0
+    for model in ("aura", "bridge"):
+        assert (exp / "stage5" / f"{model}_with_reader.nemo").is_file()
     n_test = json.loads((exp / "stage1" / "summary.json").read_text())["subsets"]["qa_test"]["utterances"]
     assert n_test > 0 and all(results["systems"][s]["scores"]["test"]["items"] == n_test for s in results["systems"])
     assert all((exp / "stage6" / p).stat().st_size > 0 for p in results["plots"])
@@ -157,9 +163,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
             # (the transcription ceiling of a span read as text); the oracles and the QA-tuned reader's topline do not
             assert ("wer" in r) == (name in ("cascade", "aura", "bridge", "topline", "cascade_ft", "aura_ctc_ft",
                                              "bridge_ctc_ft"))
-        # AuRA's CTC text read by the fine-tuned reader: the same transcripts as AuRA's own
+        # AuRA's CTC text read by its reader as a separate LLM (aura_ctc_ft) = AuRA answering with the reader inside
         assert systems["aura_ctc_ft"]["wer"] == pytest.approx(systems["aura"]["wer"])
         assert systems["bridge_ctc_ft"]["wer"] == pytest.approx(systems["bridge"]["wer"])
+        for inside, apart in (("aura", "aura_ctc_ft"), ("bridge", "bridge_ctc_ft")):
+            rows = [json.loads((exp / "stage6" / "hearing" / "systems" / f"{n}.json").read_text())[set_name]["rows"]
+                    for n in (inside, apart)]
+            assert [r["answer"] for r in rows[0]] == [r["answer"] for r in rows[1]], (set_name, inside)
     reader = json.loads((exp / "stage5" / "text_qa_reader" / "report.json").read_text())  # stage 5's text-QA reader
     assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
     # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
@@ -168,6 +178,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
                           ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc.nemo", "bridge_ctc_ft")):
         report = json.loads((exp / "stage5" / own / "report.json").read_text())
         assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
+        assert report["lora_layers"] == (None if row == "cascade_ft" else [2, 3])  # above the tiny model's K = 2
         assert hearing["paths"][row.split("_")[0] + "_reader_dir"].endswith(own)
     assert hearing["paths"]["asr_window_seconds"] == [10.0, 20.0]
     mf_rows = json.loads((exp / "stage6" / "hearing" / "systems" / "aura.json").read_text())["mf_test"]["rows"]
@@ -277,5 +288,5 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
     # stage 3's two runs, the bridge's init and reading run; the four text-QA readers keep their directories
     assert "complete: skipping" in again and again.count("exists: skipping") >= 4
-    assert again.count("exists: keeping it") == 4
+    assert again.count("exists: keeping it") == 6  # + the two models with their readers
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

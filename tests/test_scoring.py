@@ -225,6 +225,17 @@ def test_targets_are_decided_on_model_rss_first_token_and_equal_length_answers(t
     md = (out / "results.md").read_text()
     assert "| model_memory_aura_vs_topline | 1.053 | <= 1.05 | NO |" in md and "aura on test: 1 (q3)" in md
     assert "memory_total_aura_vs_topline 1.026" in md and t["first_token_aura_vs_bridge"] is None
+    # a topline with the fine-tuned reader stands in for the raw one when it was run (AuRA answers with its reader)
+    _worker_dir(out, "topline_ft", rows(["paris", "rome", "rome", "paris"]), latency=0.4, first=0.05, per_token=0.01,
+                peak=1900.0, imports=1000.0)
+    results = main(["--items", "test=unused.json", "--systems", "topline,topline_ft,aura", "--sweep-seconds", "",
+                    "--reuse-workers", "--max-new-tokens", "24", "--out", str(out)])
+    t = results["targets"]
+    assert results["baselines"]["topline"] == "topline_ft" and results["baselines"]["cascade"] == "cascade"
+    assert t["first_token_aura_vs_topline"]["ratio"] == pytest.approx(2.0)
+    assert t["model_memory_aura_vs_topline"]["ratio"] == pytest.approx(1000 / 900)
+    assert t["f1_aura_vs_topline"]["ratio"] == pytest.approx(2.0)  # q0-q2: aura 2/3, topline_ft 1/3
+    assert "topline_ft for topline" in (out / "results.md").read_text()
 
 
 def test_duplicate_ids_in_predictions_are_an_error():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from lhotse import CutSet
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
@@ -40,6 +40,7 @@ from nemo_aura.parts import lifecycle
 from nemo_aura.parts import student as student_parts
 from nemo_aura.parts.lifecycle import FROZEN_OMITTED
 from nemo_aura.parts import pretrained as pretrained_models
+from nemo_aura.parts import reader as reader_parts
 from nemo_aura.parts.registration import register_plugin_namespace
 from nemo_aura.parts.restore import MmapSaveRestoreConnector, check_aura_target, nemo_model_target
 from nemo_aura.scoring.metrics import normalize_transcript, wer
@@ -99,6 +100,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         # K, the distilled depth: fixed at construction (reading LoRA added later and a merge keep it)
         self.lora_depth = student_parts.lora_depth(self.cfg.get("lora") or self.cfg.get("merged_lora"),
                                                    self.num_llm_layers)
+        if self.cfg.get("reader"):  # restoring a model with its reader: the state dict brings the weights
+            self._install_reader(plain_dict(self.cfg.reader.lora))
         self.prompts = PromptBuilder(
             tokenizer=self.tokenizer,
             prompt_format=self.cfg.prompt_format,
@@ -808,6 +811,54 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     def save_hf(self, out_dir: str) -> Path:
         """The (merged) LLM as a plain HF directory + the patch embedding (``parts.lifecycle.save_hf``)."""
         return lifecycle.save_hf(self, out_dir)
+
+    # ------------------------------------------------------------------ the reader (parts/reader.py)
+    @property
+    def has_reader(self) -> bool:
+        """True when spoken questions are answered by an attached text reader (``reading.span: vocab`` only)."""
+        return bool(self.cfg.get("reader"))
+
+    def attach_reader(self, reader_dir: str) -> "AuRAModel":
+        """Answer spoken questions with the text-QA reader in ``reader_dir`` (``finetune_text_qa.py`` output, trained
+        on this model's transcripts): added as a second, frozen LoRA adapter on the same LLM, active only while a
+        transcript is answered. Replaces a reader attached before. The config records it, so ``save_to`` keeps it."""
+        if self.reading_span != "vocab":
+            raise ValueError(f"a reader answers the CTC transcript of reading.span vocab; this model reads with "
+                             f"span {self.reading_span!r}, whose upper layers read the audio span itself")
+        lora, weights, info = reader_parts.load_reader_dir(reader_dir)
+        if self.has_reader:
+            self.llm.delete_adapter(reader_parts.READER_ADAPTER)
+        self._install_reader(lora, weights, where=f"reader '{reader_dir}'")
+        trained_on = {k: info[k] for k in ("questions_from", "train", "steps", "dev_after") if k in info}
+        with open_dict(self._cfg):
+            self._cfg.reader = {"lora": lora, "templates": info["templates"], "trained": trained_on}
+        return self
+
+    def _install_reader(self, lora: dict, weights: dict | None = None, where: str = "model.reader") -> None:
+        from peft import PeftModel
+
+        if not isinstance(self.llm, PeftModel):
+            raise ValueError(f"{where}: the reader is a second LoRA adapter beside the reading LoRA, but this model's "
+                             "LLM has no adapters (merged, or trained without LoRA)")
+        reader_parts.check_reader_layers(reader_parts.reader_layers(lora, self.num_llm_layers), self.reading_depth, where)
+        reader_parts.add_reader_adapter(self.llm, lora, weights)
+
+    @property
+    def reading_depth(self) -> int:
+        """How many leading decoder layers the reading LoRA occupies (K, or more with ``lora.reading_layers``): a
+        reader must adapt only the layers above."""
+        from peft import PeftModel
+
+        if not isinstance(self.llm, PeftModel):
+            return 0
+        layers = self.llm.peft_config["default"].layers_to_transform
+        return self.num_llm_layers if layers is None else max([layers] if isinstance(layers, int) else layers) + 1
+
+    def reader_message(self, transcript: str, context: str | None) -> str:
+        """The reader's user message for a transcript (its own templates: what it was trained to answer)."""
+        templates = self.cfg.reader.templates
+        template = templates["qa_context"] if context else templates["qa"]
+        return template.format(audio=transcript, context=context or "")
 
     def add_reading_lora(self, reading_layers: str | list[int]) -> list[int]:
         """LoRA on more decoder layers than the distilled K (``lora.reading_layers``), added to a

@@ -26,7 +26,8 @@ from nemo_aura.parts.config import plain_dict
 from nemo_aura.parts.audio import batch_rows, collate_waveforms, load_audio_item, resample_waveform, warn_if_other_rate
 from nemo_aura.parts.manifest import read_audio_manifest
 from nemo_aura.parts.nemo_tools import check_generation_options, transcribe_prompt
-from nemo_aura.parts.prompting import cut_at_stop, right_pad, stop_token_ids
+from nemo_aura.parts.prompting import cut_at_stop, left_pad, right_pad, stop_token_ids, text_generation_prompt
+from nemo_aura.parts.reader import reader_active
 
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -150,8 +151,9 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             if seed is not None:
                 torch.manual_seed(int(seed))
             transcripts = task == "asr" and prompts is None and questions is None
+            reader = self._reader_messages(len(waves), prompts, task, contexts, questions)
             return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options,
-                                                           transcripts=transcripts)]
+                                                           transcripts=transcripts, reader_messages=reader)]
 
     def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
         """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
@@ -164,7 +166,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_items(
         self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False,
-        transcripts: bool = False,
+        transcripts: bool = False, reader_messages: list[str] | None = None,
     ) -> list[tuple[list[int], float | None]]:
         """Batches of ``batch_size`` items; audio over ``max_audio_samples`` (only reached with
         ``long_audio: chunk``) is cut into pieces whose outputs are joined."""
@@ -173,8 +175,9 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         outs = []
         for b in range(0, len(pieces), batch_size):
             chunk = pieces[b : b + batch_size]
+            readers = None if reader_messages is None else [reader_messages[i] for i, _, _ in chunk]
             outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores,
-                                         transcripts)
+                                         transcripts, readers)
         joined: list[tuple[list[int], float | None]] = [([], 0.0 if with_scores else None) for _ in waves]
         for (i, _, _), (ids, score) in zip(pieces, outs):
             joined[i] = (joined[i][0] + ids, None if score is None else joined[i][1] + score)
@@ -182,11 +185,13 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_batch(
         self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False,
-        transcripts: bool = False,
+        transcripts: bool = False, reader_messages: list[str] | None = None,
     ) -> list[tuple[list[int], float | None]]:
         """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum).
         ``transcripts`` (the asr task's own prompt): with ``reading.span: vocab`` the CTC tokens are returned as
-        they are (their greedy path's log-prob as the score), without generation."""
+        they are (their greedy path's log-prob as the score), without generation. ``reader_messages`` (a vocab
+        model with a reader, task qa): the CTC text goes into each reader message's audio slot and the reader
+        answers that text prompt (``parts.reader``); ``messages`` still frame the read, as in training."""
         audio, audio_lens = collate_waveforms(waves)
         ids = [self.prompts.encode(m)[0] for m in messages]
         inputs = self.embed_audio_and_text(
@@ -200,6 +205,11 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         elif self.reading_span == "vocab":  # the CTC head's tokens in place of the audio, read as text
             if transcripts:  # the tokens are the transcript: the instruct LLM need not copy them
                 return [(ids.tolist(), score if with_scores else None) for ids, score in self.vocab_span_tokens(inputs)]
+            if reader_messages is not None:
+                texts = [self.decode_ids(ids.tolist()) for ids, _ in self.vocab_span_tokens(inputs)]
+                tag = self.cfg.audio_locator_tag
+                return self._answer_with_reader([m.replace(tag, t) for m, t in zip(reader_messages, texts)], options,
+                                                with_scores)
             inputs, _ = self.read_span_as_tokens(inputs)
         stops = self.stop_token_ids
         with replaced:
@@ -217,6 +227,34 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities
         logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)
         return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+
+    def _answer_with_reader(self, messages: list[str], options: dict, with_scores: bool) -> list[tuple[list[int], float | None]]:
+        """Text prompts answered by the LLM with the reader adapter active (left-padded batch)."""
+        ids = [text_generation_prompt(self.prompts.formatter, m) for m in messages]
+        input_ids = left_pad(ids, self.pad_id).to(self.device)
+        lengths = torch.tensor([len(i) for i in ids], device=self.device)
+        attention = (torch.arange(input_ids.shape[1], device=self.device)[None] >= input_ids.shape[1] - lengths[:, None]).long()
+        stops = self.stop_token_ids
+        with reader_active(self.llm), self.audio_span.positions(None):
+            out = self.llm.generate(input_ids=input_ids, attention_mask=attention, eos_token_id=stops,
+                                    pad_token_id=self.pad_id, return_dict_in_generate=True, output_scores=with_scores,
+                                    **options)
+            new = out.sequences[:, input_ids.shape[1]:]
+            rows = [cut_at_stop(row, stops) for row in new]
+            if not with_scores:
+                return [(r, None) for r in rows]
+            beams = getattr(out, "beam_indices", None)
+            logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)
+        return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+
+    def _reader_messages(self, n: int, prompts, task: str, contexts, questions) -> list[str] | None:
+        """The reader's messages (the audio tag in its transcript slot) when it answers: a vocab model with a reader,
+        the qa task on its own templates; None otherwise (custom prompts and text questions stay the model's own)."""
+        if not getattr(self, "has_reader", False) or self.reading_span != "vocab" or task != "qa" \
+                or prompts is not None or questions is not None:
+            return None
+        contexts = _per_item(contexts, n, "contexts") if contexts is not None else [None] * n
+        return [self.reader_message(self.cfg.audio_locator_tag, c) for c in contexts]
 
     def _prefill_audio_span(self, inputs: dict) -> Any:
         """KV cache of all prompt positions but the last, computed with the ``audio_span`` settings (audio-only

@@ -17,6 +17,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from nemo_aura.parts.reader import READER_ADAPTER
+
 LORA_SCOPES = ("all", "audio")
 ATTENTION_KINDS = ("causal", "bidirectional")
 
@@ -43,8 +45,9 @@ class AudioSpan:
             if _uses_checkpointing(llm):
                 raise ValueError("audio_span.lora: audio does not support gradient checkpointing yet (recomputed "
                                  "layers would not see the audio positions); turn one of them off")
-            layers = [m for m in llm.modules() if hasattr(m, "lora_B")]
-            gates = [lin for m in layers for lin in m.lora_B.values()]
+            # the audio adapter only: a text reader (``parts.reader``) on the layers above is not gated
+            layers = [m for m in llm.modules() if hasattr(m, "lora_B") and any(k != READER_ADAPTER for k in m.lora_B)]
+            gates = [lin for m in layers for k, lin in m.lora_B.items() if k != READER_ADAPTER]
             if not gates:
                 raise ValueError("audio_span.lora: audio needs LoRA adapters on the LLM (cfg.lora is empty)")
             self._handles = [lin.register_forward_hook(self._gate) for lin in gates]

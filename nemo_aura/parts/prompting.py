@@ -14,6 +14,8 @@ DEFAULT_TEMPLATES = {
     "qa_context": "Context: {context}\nAnswer the spoken question in a few words, using the context.\n{audio}",
     "question": "{audio}\n{question}",  # a text question about the audio
 }
+# The text systems' and readers' QA prompts: AuRA's own, with the question's text in the audio's place ({audio}).
+TEXT_QA_TEMPLATES = {name: DEFAULT_TEMPLATES[name].replace("spoken question", "question") for name in ("qa", "qa_context")}
 
 
 @dataclass
@@ -64,6 +66,11 @@ class PromptBuilder:
         if answer is None:
             return ids, torch.zeros_like(ids, dtype=torch.bool)
         return ids, encoded["mask"].bool()
+
+
+def text_generation_prompt(formatter, message: str) -> Tensor:
+    """Token ids of a text-only user turn, opened for the answer (no audio placeholder: a transcript's reader)."""
+    return formatter.encode_dialog([{"role": "user", "slots": {"message": message}}])["input_ids"]
 
 
 def placeholder_position(ids: Tensor, placeholder_id: int, item: int | str = 0) -> int:

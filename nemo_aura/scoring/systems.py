@@ -25,15 +25,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from nemo_aura.parts.prompting import DEFAULT_TEMPLATES, cut_at_stop, placeholder_position, splice, stop_token_ids
+from nemo_aura.parts.prompting import DEFAULT_TEMPLATES, TEXT_QA_TEMPLATES, cut_at_stop, placeholder_position, splice, stop_token_ids
 from nemo_aura.scoring.items import QAItem
 
 # The text systems get AuRA's own templates with the question text where the audio would be.
-TEXT_TEMPLATES = {
-    name: text.replace("spoken question", "question").replace("{audio}", "{question}")
-    for name, text in DEFAULT_TEMPLATES.items()
-    if name in ("qa", "qa_context")
-}
+TEXT_TEMPLATES = {name: text.replace("{audio}", "{question}") for name, text in TEXT_QA_TEMPLATES.items()}
 # The transcription ceiling of a span the upper layers read as text: AuRA's own ASR prompt, the words in the audio's place.
 TEXT_ASR_TEMPLATE = DEFAULT_TEMPLATES["asr"].replace("{audio}", "{question}")
 
@@ -316,6 +312,7 @@ def _nemo_asr(path: Path):
         out = model.transcribe([audio.astype(np.float32)], batch_size=1, verbose=False)[0]
         return (out.text if hasattr(out, "text") else str(out)).strip()
 
+    transcribe.model = model  # what it runs (a reader trained on its transcripts asks an AuRA model its reading depth)
     return transcribe
 
 

@@ -112,6 +112,12 @@ case $reading in
   none) stage3_final=$distilled; aura_final=$exp/stage5/aura_qa.nemo; bridge_final=$exp/stage5/bridge_qa.nemo ;;
   *) echo "run.sh: preset $preset: reading must be vocab, collapsed or none, got '$reading'" >&2; exit 2 ;;
 esac
+# What stage 6 scores: with reading=vocab and front_end_readers=yes, each model carries the reader trained on its own
+# transcripts (a second adapter on its LLM, attach_reader.py); otherwise the models as trained.
+aura_answering=$aura_final bridge_answering=$bridge_final
+if [ "$reading" = vocab ] && [ "${front_end_readers:-no}" = yes ]; then
+  aura_answering=$exp/stage5/aura_with_reader.nemo bridge_answering=$exp/stage5/bridge_with_reader.nemo
+fi
 
 # train CONFIG INIT TRAIN_CUTS DEV_CUTS EXP_DIR OUT [--report-dir D] [-- overrides]: one run of nemo_aura.train
 # (conf/CONFIG.yaml holds its settings and budget; INIT "" = from the config), skipped when OUT exists.
@@ -215,11 +221,19 @@ stage4() {
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
 
-# front_end_reader OUT ASR: the text-QA reader trained on ASR's transcripts of the training questions' audio.
+# front_end_reader OUT ASR [OPTIONS]: the text-QA reader trained on ASR's transcripts of the training questions' audio.
 front_end_reader() {
+  local out=$1 asr=$2; shift 2
   # shellcheck disable=SC2086
   "$python" $local/finetune_text_qa.py --llm-dir "$llm_dir" --train "$qa_train" --train "$mf_train" --dev "$mf_dev" \
-    --out "$1" --questions-from-asr "$2" --asr-window-seconds "$asr_window_seconds" ${front_end_reader_args:-}
+    --out "$out" --questions-from-asr "$asr" --asr-window-seconds "$asr_window_seconds" "$@" ${front_end_reader_args:-}
+}
+
+# own_reader OUT MODEL ANSWERING: a vocab model's reader, on the layers above its reading LoRA, trained on MODEL's
+# transcripts and attached to it as ANSWERING (one LLM in memory; text prompts still see the base LLM).
+own_reader() {
+  front_end_reader "$1" "$2" --lora-layers above-reading
+  "$python" $local/attach_reader.py --model "$2" --reader "$1/reader_adapter" --out "$3"
 }
 
 stage5() {
@@ -228,7 +242,7 @@ stage5() {
   if [ "$reading" = vocab ]; then
     # The LLM reads the CTC tokens as text: no next-token loss reaches the audio path, and the text path is the base
     # LLM's. The stage-4 export is the AuRA that stage 6 scores.
-    log "  reading=vocab: AuRA needs no speech-QA fine-tuning (stage 6 scores $aura_final)"
+    log "  reading=vocab: AuRA needs no speech-QA fine-tuning (stage 6 scores $aura_answering)"
   else
     # AuRA (conf/aura_qa.yaml): the encoder-free model learns to answer spoken questions (QA and multi-fact) and to
     # transcribe (the distillation sentences), through the collapsed span generation reads; $aura_finetune_overrides
@@ -248,7 +262,7 @@ stage5() {
     # cascade ASR's transcripts, AuRA's CTC text; the bridge's below), the same budget for each, so the fine-tuned
     # rows compare like for like.
     front_end_reader "$cascade_qa_reader" "$cascade_asr"
-    if [ "$reading" = vocab ]; then front_end_reader "$aura_qa_reader" "$aura_final"; fi
+    if [ "$reading" = vocab ]; then own_reader "$aura_qa_reader" "$aura_final" "$aura_answering"; fi
   fi
   if [ "$reading" = vocab ]; then
     # Bridge: encoder + projector + the same LLM with LoRA on the same K layers, trained with AuRA's reading objective
@@ -257,7 +271,7 @@ stage5() {
     # shellcheck disable=SC2086
     train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
       "$s5" "$bridge_final" -- ${bridge_reading_overrides:-}
-    if [ "${front_end_readers:-no}" = yes ]; then front_end_reader "$bridge_qa_reader" "$bridge_final"; fi
+    if [ "${front_end_readers:-no}" = yes ]; then own_reader "$bridge_qa_reader" "$bridge_final" "$bridge_answering"; fi
   else
     # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
     # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.
@@ -272,9 +286,11 @@ stage5() {
 }
 
 stage6() {
-  local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$aura_final"
-              --bridge "$bridge_final" --out "$exp/stage6" --transcripts
+  local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$aura_answering"
+              --bridge "$bridge_answering" --out "$exp/stage6" --transcripts --reader-dir "$text_qa_reader"
+              --systems "${bench_systems:-topline,cascade,bridge,aura,aura_text}"
               --distill-report "$exp/stage3/distill_report.json")
+  if [ "${front_end_readers:-no}" = yes ]; then args+=(--cascade-reader-dir "$cascade_qa_reader"); fi
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
   "$python" $local/score_benchmark.py "${args[@]}" --asr-window-seconds "$asr_window_seconds" $score_args
@@ -286,13 +302,13 @@ stage6() {
   # Hearing: multi-fact items (names never heard in training, and names heard), closed-book questions.
   # shellcheck disable=SC2086
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
-    --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_final" \
-    --bridge "$bridge_final" --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
+    --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_answering" \
+    --bridge "$bridge_answering" --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
     "${own_readers[@]}" --out "$exp/stage6/hearing" ${hearing_score_args:-}
   # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
   # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
   # shellcheck disable=SC2086
-  "$python" $local/export_pretrained.py --nemo "$aura_final" --llm-dir "$llm_dir" --name "$pretrained_name" \
+  "$python" $local/export_pretrained.py --nemo "$aura_answering" --llm-dir "$llm_dir" --name "$pretrained_name" \
     --out "$exp/pretrained/$pretrained_name" --scores "$exp/stage6/results.md" --scores "$exp/stage6/hearing/results.md" \
     --corpus-summary "$stage1/summary.json" --hearing "$exp/stage6/hearing/results.json" ${pretrained_args:-}
 }

@@ -100,10 +100,11 @@ def model_card(name: str, model, tensors: dict, args, description: str) -> str:
         f"| patch embedding | {cfg.patch_embedding.get('patch_size')} mel frames a token, stem "
         f"{cfg.patch_embedding.get('stem', 'mlp')} |",
         f"| reading | span {model.reading_span}; audio_span {OmegaConf.to_container(cfg.get('audio_span') or {})} |",
+        *([reader_row(cfg.reader)] if model.has_reader else []),
         f"| shipped tensors | {len(tensors)} tensors, {sum(counts.values()):,} values, {size / 2**20:.1f} MiB: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) + f" (stored as {args.dtype}) |",
         f"| exported from | `{args.nemo.name}`, {dt.date.today().isoformat()} |", "",
-        *hearing_lines(args.hearing),
+        *hearing_lines(args.hearing, model.has_reader),
         "## Use", "", "```python", "from nemo_aura import AuRAModel", "",
         f'model = AuRAModel.from_pretrained("{name}")',
         'print(model.generate(["question.wav"], task="qa"))', "```", "",
@@ -188,7 +189,18 @@ OWN_READER_LABEL = ("Its CTC text read by a text-QA reader fine-tuned on this mo
                     "questions (stage 5; not in this directory)")
 
 
-def hearing_lines(results: Path | None) -> list[str]:
+def reader_row(reader) -> str:
+    """The card's row for a reader carried by the model (``AuRAModel.attach_reader``)."""
+    lora, trained = reader.lora, reader.get("trained") or {}
+    layers = lora.get("layers_to_transform")
+    dev = trained.get("dev_after") or {}
+    return (f"| reader (answers spoken questions; text prompts see the base LLM) | LoRA r={lora.get('r')}, "
+            f"alpha={lora.get('lora_alpha')} on decoder layers {layers[0]}..{layers[-1]} (0-based), {trained.get('steps')} "
+            f"steps on the QA training items as this model transcribes them"
+            + (f"; dev EM on text {dev['em']:.2f}" if dev.get("em") is not None else "") + " |")
+
+
+def hearing_lines(results: Path | None, own_reader: bool = False) -> list[str]:
     """The card's 'Does it hear?' section: per system and test set, F1 with the item's own spoken question minus F1
     with its control question (95% interval), and what that says."""
     if results is None:
@@ -198,6 +210,8 @@ def hearing_lines(results: Path | None) -> list[str]:
     scored = json.loads(results.read_text())
     sets = scored["sets"]
     labels = dict(CARD_SYSTEMS)
+    if own_reader:
+        labels["aura"] = "This model (its CTC text answered by its own reader, shipped in this directory)"
     if scored.get("paths", {}).get("aura_reader_dir"):
         labels["aura_ctc_ft"] = OWN_READER_LABEL
     lines = ["## Does it hear?", "",

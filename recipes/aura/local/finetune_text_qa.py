@@ -12,7 +12,9 @@ topline (gold question text), the fine-tuned cascade (Whisper's transcript) and 
 with ``reading.span: vocab`` computes when its text path carries this adapter). Prompts are stage 6's text prompts
 (``scoring.systems.text_message``) in the LLM's chat format, loss on the answer only; LoRA via peft, trained with
 the transformers ``Trainer``, merged into a plain HF directory (written to a temporary name, then renamed; an
-existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after.
+existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after;
+``reader_adapter/`` holds the unmerged adapter and its prompt templates, which a speech model carries as its reader
+(``AuRAModel.attach_reader``; train it with ``--lora-layers K-`` so that it leaves the reading layers 1..K).
 
 With ``--questions-from-asr`` the training questions are a speech front end's transcripts of the training audio
 (AuRA's CTC text, say): the reader learns to answer what it will be given at test time, as a speech-QA
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+READER_SUBDIR = "reader_adapter"  # the unmerged adapter + reader.json, beside the merged LLM
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,12 +50,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--r", type=int, default=16, help="LoRA rank on every decoder layer's attention and MLP")
+    p.add_argument("--r", type=int, default=16, help="LoRA rank on the decoder layers' attention and MLP")
+    p.add_argument("--lora-layers", default="",
+                   help="decoder layers (0-based) that get LoRA: 'FIRST-LAST', 'FIRST-' (to the last) or '' (all). A "
+                        "reader to attach to a speech model (AuRAModel.attach_reader) must leave its reading layers: "
+                        "'K-' for LoRA on layers 1..K, or 'above-reading' to take K from the --questions-from-asr model")
     p.add_argument("--dev-limit", type=int, default=60)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
+
+
+def parse_layers(spec: str, depth: int) -> list[int] | None:
+    """``--lora-layers`` as a sorted list of 0-based decoder layers (None: all)."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    first, dash, last = spec.partition("-")
+    try:
+        lo, hi = int(first), (int(last) if last.strip() else depth - 1) if dash else int(first)
+    except ValueError:
+        raise SystemExit(f"--lora-layers {spec!r}: expected 'FIRST-LAST', 'FIRST-' or one layer index") from None
+    if not 0 <= lo <= hi < depth:
+        raise SystemExit(f"--lora-layers {spec!r}: the LLM has decoder layers 0..{depth - 1}")
+    return list(range(lo, hi + 1))
 
 
 def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16) -> list[dict]:
@@ -133,6 +155,8 @@ def main(argv=None) -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+    from nemo_aura.parts.prompting import TEXT_QA_TEMPLATES
+    from nemo_aura.parts.reader import READER_INFO
     from nemo_aura.scoring.systems import TextAnswerer
 
     torch.set_num_threads(args.threads)
@@ -143,6 +167,12 @@ def main(argv=None) -> int:
         from nemo_aura.scoring.systems import load_asr, parse_window_seconds
 
         asr = load_asr(args.questions_from_asr, window_seconds=parse_window_seconds(args.asr_window_seconds))
+    if args.lora_layers == "above-reading":
+        depth = getattr(getattr(asr, "model", None), "reading_depth", None)
+        if not depth:
+            raise SystemExit("--lora-layers above-reading: --questions-from-asr must be an AuRA/bridge .nemo with "
+                             "reading LoRA (it gives the layers to leave)")
+        args.lora_layers = f"{depth}-"
     train_examples = load_examples(args.train, asr, args.asr_batch_size)
     del asr
     train = ChatExamples(train_examples, answerer.formatter)
@@ -155,8 +185,11 @@ def main(argv=None) -> int:
     if dev:
         report["dev_before"] = score(answerer, dev, args.max_new_tokens)
         print(f"[text-qa] dev before: EM {report['dev_before']['em']:.3f} F1 {report['dev_before']['f1']:.3f}", flush=True)
+    layers = parse_layers(args.lora_layers, answerer.llm.config.num_hidden_layers)
+    report["lora_layers"] = layers
     lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      layers_to_transform=layers, layers_pattern="layers" if layers else None)
     model = get_peft_model(answerer.llm.train(), lora)
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -179,6 +212,10 @@ def main(argv=None) -> int:
     trainer.train()
     report["train_seconds"] = round(time.perf_counter() - t0, 1)
     report["log"] = [h for h in trainer.state.log_history if "loss" in h]
+    # the adapter itself, for a speech model to carry as its reader (AuRAModel.attach_reader: one LLM in memory)
+    model.save_pretrained(tmp / READER_SUBDIR, safe_serialization=True)
+    info = {"templates": TEXT_QA_TEMPLATES, "questions_from": args.questions_from_asr or "text", "train": args.train,
+            "steps": args.steps, "lora_layers": layers}
     answerer.llm = model.merge_and_unload().eval()
     if dev:
         report["dev_after"] = score(answerer, dev, args.max_new_tokens)
@@ -187,6 +224,9 @@ def main(argv=None) -> int:
     answerer.llm.save_pretrained(tmp)
     answerer.tokenizer.tokenizer.save_pretrained(tmp)
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    if dev:
+        info["dev_after"] = {k: report["dev_after"][k] for k in ("em", "f1", "items")}
+    (tmp / READER_SUBDIR / READER_INFO).write_text(json.dumps(info, indent=2))
     tmp.rename(args.out)
     print(f"[text-qa] wrote {args.out} ({report['train_seconds']} s of training)")
     return 0

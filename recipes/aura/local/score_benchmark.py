@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "of the padded 30 s (as AuRA's Whisper teacher, conf/model/aura_base.yaml); '' = always 30 s")
     parser.add_argument("--aura")
     parser.add_argument("--bridge")
+    parser.add_argument("--reader-dir", help="the fine-tuned text-QA reader (finetune_text_qa.py): the topline_ft row, "
+                                             "and cascade_ft's without --cascade-reader-dir")
+    parser.add_argument("--cascade-reader-dir", help="cascade_ft's own reader, trained on the cascade ASR's transcripts")
     parser.add_argument("--limit", type=int, default=None, help="items per set (default: all)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--sweep-seconds", default="1,2,5,10,20,30")
@@ -174,7 +177,12 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         results["systems"][name] = entry
     systems = results["systems"]
 
+    # A baseline with a fine-tuned reader (topline_ft, cascade_ft) stands in for the raw-LLM one when it was run: an
+    # AuRA or bridge that answers with its own reader is compared with baselines that answer with theirs.
+    results["baselines"] = {den: f"{den}_ft" if f"{den}_ft" in systems else den for den in ("topline", "cascade", "bridge")}
+
     def pair_ratio(metric, num, den):
+        den = results["baselines"].get(den, den)
         if num not in systems or den not in systems:
             return None
         if metric == "f1":  # on the items both answered
@@ -191,11 +199,13 @@ def aggregate(workers: dict[str, dict], args) -> dict:
         r = results["ratios"][key] = pair_ratio(metric, num, den)
         results["targets"][key] = target_result(r, bound, op)
         if r is not None and metric == "f1":  # a ratio of two F1s on ~100 items: how much is item sampling?
+            den = results["baselines"].get(den, den)
             results["targets"][key]["ci95"] = f1_interval(predictions[num][set_names[0]], predictions[den][set_names[0]])
     for key, (metric, num, den) in REPORTED_RATIOS.items():
         results["ratios"][key] = pair_ratio(metric, num, den)
-    if "aura" in systems and "topline" in systems:
-        results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems["topline"]["scores"][s]["f1"])
+    topline = results["baselines"]["topline"]
+    if "aura" in systems and topline in systems:
+        results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems[topline]["scores"][s]["f1"])
                                       for s in set_names}
     if "aura_text" in systems and "topline" in systems:
         results["text_ability_kept"] = text_agreement(predictions["aura_text"][set_names[0]], predictions["topline"][set_names[0]])
@@ -267,6 +277,10 @@ def to_markdown(results: dict) -> str:
     if reported:
         lines += ["", "Reported, not targets (whole-answer latency rewards short answers; total RSS includes the same "
                   "import baseline in every process): " + ", ".join(f"{k} {v:.3f}" for k, v in reported.items())]
+    standing_in = {den: ft for den, ft in results.get("baselines", {}).items() if ft != den}
+    if standing_in:
+        lines += ["", "Baselines with a fine-tuned reader stand in for the raw-LLM ones in the targets: " +
+                  ", ".join(f"{ft} for {den}" for den, ft in standing_in.items()) + "."]
     lines += ["", "Targets: first token = time to the first answer token (front end + prefill); equal length = first "
               f"token + ({results['max_new_tokens']} - 1) x the measured time per token (an answer of the same length for "
               "every system); model memory = peak RSS - RSS after imports; F1 on the items both systems answered."]
@@ -274,7 +288,7 @@ def to_markdown(results: dict) -> str:
         lines.append(f"The cascade's Whisper encodes the shortest window of {results['cascade_asr_window_seconds']} s "
                      "that holds the question (else 30 s), as AuRA's Whisper teacher does.")
     if "text_speech_gap" in results:
-        lines += ["", "Text-speech gap (AuRA F1 / topline F1): " +
+        lines += ["", f"Text-speech gap (AuRA F1 / {results['baselines']['topline']} F1): " +
                   ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in results["text_speech_gap"].items())]
     if "text_ability_kept" in results:
         t = results["text_ability_kept"]
@@ -395,6 +409,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "bridge": args.bridge,
+             "reader_dir": args.reader_dir, "cascade_reader_dir": args.cascade_reader_dir,
              "asr_window_seconds": parse_window_seconds(args.asr_window_seconds)}
     workers = {}
     for name in [s for s in args.systems.split(",") if s]:

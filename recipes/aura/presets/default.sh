@@ -17,15 +17,18 @@ reading_overrides=""                        # stage 3, reading=vocab: conf/readi
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
 text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
-front_end_readers=yes                       # stage 5: also a reader per speech front end, on its transcripts (cascade_ft, aura_ctc_ft)
+front_end_readers=yes                       # stage 5: also a reader per speech front end, on its transcripts (cascade_ft;
+                                            # AuRA and the bridge carry theirs as a second adapter: attach_reader.py)
 front_end_reader_args="--steps 150"         # stage 5: their finetune_text_qa.py options (the same for both)
 bridge_reading_overrides=""                 # stage 5, bridge, reading=vocab: conf/bridge_reading_ctc.yaml (AuRA's reading budget)
 bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
 bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
 score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 before 2026-12-02)
+bench_systems="topline,topline_ft,cascade_ft,bridge,aura,aura_text"   # stage 6: timed side by side (the *_ft rows stand in
+                                            # for the raw-LLM baselines in the targets; topline checks AuRA's text ability)
 extra_test_manifests=""                     # stage 6: more spoken-QA manifests to score (space-separated paths)
-hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,bridge,topline_ft,cascade_ft,aura_ctc_ft,bridge_ctc_ft"   # stage 6: scored on the multi-fact sets
+hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,bridge,topline_ft,cascade_ft"   # stage 6: scored on the multi-fact sets
 hearing_score_args=""                       # stage 6: e.g. --limit 60
 ablation_args="--steps 40 --items 30 --text-items 12"   # stage 7 (optional): steps per variant, dev items scored
 probe_args="--layers 0 3 6 --teacher-layers 3 6 --train-limit 1500 --epochs 12"   # stage 7: linear CTC probe of the stage-3 layers (0 = patch embedding) and the teacher's

@@ -22,6 +22,7 @@ bridge_reading_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model
 bridge_asr_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 cascade_asr=$exp_root/models/tiny-ctc.nemo
 score_args="--sweep-seconds 1,2 --max-new-tokens 4"
+bench_systems="topline,topline_ft,cascade,cascade_ft,bridge,aura,aura_text"
 extra_test_manifests=""
 hearing_systems="topline,cascade,oracle_repeat,oracle_collapsed,aura,bridge,topline_ft,cascade_ft,aura_ctc_ft,bridge_ctc_ft"
 hearing_score_args="--max-new-tokens 4"

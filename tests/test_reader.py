@@ -1,0 +1,127 @@
+"""The reader: a text-QA adapter inside a ``reading.span: vocab`` model (``parts/reader.py``)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from nemo_aura import AuRAModel
+from nemo_aura.parts.prompting import cut_at_stop
+from nemo_aura.testing import synth_wave
+
+
+def vocab_model(tiny_cfg) -> AuRAModel:
+    torch.manual_seed(0)
+    with open_dict(tiny_cfg):
+        tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0}
+        tiny_cfg.audio_span = {"lora": "audio"}
+        tiny_cfg.reading = {"span": "vocab"}
+    return AuRAModel(tiny_cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def reader_dirs(tiny_llm_dir, tmp_path_factory):
+    """A reader trained on tiny QA items with LoRA on layers 2..3 (the tiny model reads with 0..1), and one on all."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "aura" / "local"))
+    from finetune_text_qa import main
+    from nemo_aura.testing import write_tiny_cuts
+
+    tmp = tmp_path_factory.mktemp("readers")
+    cuts = write_tiny_cuts(tmp / "qa", n=4, task="qa")
+    common = ["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--batch-size", "4", "--lr", "1e-2", "--r", "4",
+              "--threads", "1"]
+    assert main(common + ["--out", str(tmp / "above"), "--steps", "20", "--lora-layers", "2-"]) == 0
+    assert main(common + ["--out", str(tmp / "all"), "--steps", "1"]) == 0
+    return tmp / "above", tmp / "all"
+
+
+def answer_logprob(answerer, message: str, ids: list[int]) -> float:
+    """log P(ids | message) under a TextAnswerer's LLM (teacher-forced)."""
+    prompt = answerer.formatter.encode_dialog([{"role": "user", "slots": {"message": message}}])["input_ids"]
+    full = torch.cat([prompt, torch.tensor(ids, dtype=prompt.dtype)])[None]
+    with torch.no_grad():
+        logprobs = answerer.llm(input_ids=full).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+    return float(logprobs.gather(1, torch.tensor(ids)[:, None]).sum())
+
+
+def fixed_reads(model, monkeypatch, words):
+    monkeypatch.setattr(model, "vocab_span_tokens",
+                        lambda inputs: [(torch.tensor(words[b]), -1.0) for b in range(inputs["inputs_embeds"].shape[0])])
+
+
+def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_restore_keeps_it(
+        tiny_cfg, tiny_llm_dir, reader_dirs, monkeypatch, tmp_path):
+    """With a reader attached, a spoken question is answered exactly as the merged reader answers its transcript in
+    the reader's own prompt; transcripts and text prompts are what they were (base LLM); nothing new trains; the
+    ``.nemo`` and its encoder-free export keep the reader."""
+    from nemo_aura.scoring.systems import TextAnswerer, text_message
+
+    above, _ = reader_dirs
+    info = json.loads((above / "reader_adapter" / "reader.json").read_text())
+    assert json.loads((above / "reader_adapter" / "adapter_config.json").read_text())["layers_to_transform"] == [2, 3]
+    assert info["lora_layers"] == [2, 3] and "{audio}" in info["templates"]["qa_context"]
+    model = vocab_model(tiny_cfg)
+    transcripts = ["one two three", "four"]
+    words = [model.tokenizer.text_to_ids(t) for t in transcripts]
+    fixed_reads(model, monkeypatch, words)
+    audio = [torch.from_numpy(synth_wave(0, 1.2)), torch.from_numpy(synth_wave(1, 0.7))]
+    contexts = ["Anna lives in Paris. Tom lives in Rome.", None]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    base = TextAnswerer.from_dir(str(tiny_llm_dir))
+    message = text_message("Where does Tom live?", contexts[0])
+    text_before = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids,
+                               model.pad_id).answer_ids(message, 6)
+
+    model.attach_reader(str(above / "reader_adapter"))
+    assert model.has_reader and {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    merged = TextAnswerer.from_dir(str(above))  # the same reader merged into a plain LLM, as the cascade rows load it
+    messages = [text_message(model.decode_ids(w), c) for w, c in zip(words, contexts)]
+    expected = [merged.answer_ids(m, 6) for m in messages]
+    assert model.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=6) == expected  # a padded batch
+    assert [model.generate_ids([a], task="qa", contexts=[c], max_new_tokens=6)[0] for a, c in zip(audio, contexts)] == expected
+    # a random tiny LLM repeats one token whatever adapts it: the answers' log-probs tell the reader from the base LLM
+    scored = model._generate_items(audio, [model.prompts.user_message("qa", c) for c in contexts], 2,
+                                   {"max_new_tokens": 6, "do_sample": False}, with_scores=True,
+                                   reader_messages=model._reader_messages(2, None, "qa", contexts, None))
+    assert [ids for ids, _ in scored] == expected
+    for (_, score), message, ids in zip(scored, messages, expected):
+        assert score == pytest.approx(answer_logprob(merged, message, ids), abs=1e-3)
+        assert abs(score - answer_logprob(base, message, ids)) > 0.05  # the base LLM would score it otherwise
+    assert model.generate(audio, task="asr") == [model.decode_ids(w) for w in words]
+    text = TextAnswerer(model.llm, model.tokenizer, model.cfg.prompt_format, model.stop_token_ids, model.pad_id)
+    assert text.answer_ids(message, 6) == text_before == base.answer_ids(message, 6)  # text ability: the base LLM
+
+    for path in (model.save_to(str(tmp_path / "with_reader.nemo")) or tmp_path / "with_reader.nemo",
+                 model.export_encoder_free(str(tmp_path / "free.nemo"))):
+        restored = AuRAModel.restore_from(str(path), map_location="cpu").eval()
+        fixed_reads(restored, monkeypatch, words)
+        assert restored.has_reader and restored.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=6) == expected
+
+
+def test_a_reader_must_leave_the_reading_layers_and_be_a_safe_adapter_dir(tiny_cfg, reader_dirs, tmp_path):
+    above, on_all = reader_dirs
+    model = vocab_model(tiny_cfg)
+    with pytest.raises(ValueError, match=r"layers \[0, 1\].*--lora-layers 2-"):
+        model.attach_reader(str(on_all / "reader_adapter"))
+    assert not model.has_reader
+    pickled = tmp_path / "pickled"
+    shutil.copytree(above / "reader_adapter", pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(FileNotFoundError, match="adapter_model.safetensors' is missing.*pickled"):
+        model.attach_reader(str(pickled))
+    broken = tmp_path / "broken"
+    shutil.copytree(above / "reader_adapter", broken)
+    (broken / "reader.json").write_text(json.dumps({"templates": {"qa": "no slot", "qa_context": "{audio}"}}))
+    with pytest.raises(ValueError, match=r"reader.json: templates.qa must be a prompt with an \{audio\} slot"):
+        model.attach_reader(str(broken))
+    with open_dict(tiny_cfg):
+        tiny_cfg.reading = {"span": "frames"}
+        tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}
+    with pytest.raises(ValueError, match="reading.span vocab"):
+        AuRAModel(tiny_cfg).attach_reader(str(above / "reader_adapter"))
