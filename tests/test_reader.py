@@ -9,6 +9,7 @@ import torch
 from omegaconf import open_dict
 
 from nemo_aura import AuRAModel
+from nemo_aura.parts import lifecycle
 from nemo_aura.parts.prompting import cut_at_stop
 from nemo_aura.testing import synth_wave
 
@@ -37,7 +38,7 @@ def reader_dirs(tiny_llm_dir, tmp_path_factory):
     common = ["--llm-dir", str(tiny_llm_dir), "--train", str(cuts), "--batch-size", "4", "--lr", "1e-2", "--r", "4",
               "--threads", "1"]
     assert main(common + ["--out", str(tmp / "above"), "--steps", "20", "--lora-layers", "2-"]) == 0
-    assert main(common + ["--out", str(tmp / "all"), "--steps", "1"]) == 0
+    assert main(common + ["--out", str(tmp / "all"), "--steps", "20"]) == 0
     return tmp / "above", tmp / "all"
 
 
@@ -55,17 +56,20 @@ def fixed_reads(model, monkeypatch, words):
                         lambda inputs: [(torch.tensor(words[b]), -1.0) for b in range(inputs["inputs_embeds"].shape[0])])
 
 
+@pytest.mark.parametrize("which", ["above", "all"])
 def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_restore_keeps_it(
-        tiny_cfg, tiny_llm_dir, reader_dirs, monkeypatch, tmp_path):
-    """With a reader attached, a spoken question is answered exactly as the merged reader answers its transcript in
-    the reader's own prompt; transcripts and text prompts are what they were (base LLM); nothing new trains; the
-    ``.nemo`` and its encoder-free export keep the reader."""
+        tiny_cfg, tiny_llm_dir, reader_dirs, monkeypatch, tmp_path, which):
+    """With a reader attached (on the layers above the reading LoRA, or on every layer, those of the reading LoRA
+    included), a spoken question is answered exactly as the merged reader answers its transcript in the reader's own
+    prompt; transcripts and text prompts are what they were (base LLM); nothing new trains; the ``.nemo`` and its
+    encoder-free export keep the reader."""
     from nemo_aura.scoring.systems import TextAnswerer, text_message
 
-    above, _ = reader_dirs
+    above = dict(zip(("above", "all"), reader_dirs))[which]
     info = json.loads((above / "reader_adapter" / "reader.json").read_text())
-    assert json.loads((above / "reader_adapter" / "adapter_config.json").read_text())["layers_to_transform"] == [2, 3]
-    assert info["lora_layers"] == [2, 3] and "{audio}" in info["templates"]["qa_context"]
+    layers = [2, 3] if which == "above" else None
+    assert json.loads((above / "reader_adapter" / "adapter_config.json").read_text())["layers_to_transform"] == layers
+    assert info["lora_layers"] == layers and "{audio}" in info["templates"]["qa_context"]
     model = vocab_model(tiny_cfg)
     transcripts = ["one two three", "four"]
     words = [model.tokenizer.text_to_ids(t) for t in transcripts]
@@ -104,12 +108,9 @@ def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_re
         assert restored.has_reader and restored.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=6) == expected
 
 
-def test_a_reader_must_leave_the_reading_layers_and_be_a_safe_adapter_dir(tiny_cfg, reader_dirs, tmp_path):
-    above, on_all = reader_dirs
+def test_a_reader_is_a_safe_adapter_dir_of_a_vocab_model_and_is_not_merged(tiny_cfg, reader_dirs, tmp_path):
+    above, _ = reader_dirs
     model = vocab_model(tiny_cfg)
-    with pytest.raises(ValueError, match=r"layers \[0, 1\].*--lora-layers 2-"):
-        model.attach_reader(str(on_all / "reader_adapter"))
-    assert not model.has_reader
     pickled = tmp_path / "pickled"
     shutil.copytree(above / "reader_adapter", pickled)
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
@@ -120,6 +121,10 @@ def test_a_reader_must_leave_the_reading_layers_and_be_a_safe_adapter_dir(tiny_c
     (broken / "reader.json").write_text(json.dumps({"templates": {"qa": "no slot", "qa_context": "{audio}"}}))
     with pytest.raises(ValueError, match=r"reader.json: templates.qa must be a prompt with an \{audio\} slot"):
         model.attach_reader(str(broken))
+    assert not model.has_reader
+    model.attach_reader(str(above / "reader_adapter"))
+    with pytest.raises(ValueError, match="carries a text reader"):
+        lifecycle.merge_lora(model)
     with open_dict(tiny_cfg):
         tiny_cfg.reading = {"span": "frames"}
         tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}

@@ -840,13 +840,12 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if not isinstance(self.llm, PeftModel):
             raise ValueError(f"{where}: the reader is a second LoRA adapter beside the reading LoRA, but this model's "
                              "LLM has no adapters (merged, or trained without LoRA)")
-        reader_parts.check_reader_layers(reader_parts.reader_layers(lora, self.num_llm_layers), self.reading_depth, where)
         reader_parts.add_reader_adapter(self.llm, lora, weights)
 
     @property
     def reading_depth(self) -> int:
         """How many leading decoder layers the reading LoRA occupies (K, or more with ``lora.reading_layers``): a
-        reader must adapt only the layers above."""
+        reader trained with ``--lora-layers above-reading`` adapts only the layers above."""
         from peft import PeftModel
 
         if not isinstance(self.llm, PeftModel):

@@ -45,7 +45,7 @@ class AudioSpan:
             if _uses_checkpointing(llm):
                 raise ValueError("audio_span.lora: audio does not support gradient checkpointing yet (recomputed "
                                  "layers would not see the audio positions); turn one of them off")
-            # the audio adapter only: a text reader (``parts.reader``) on the layers above is not gated
+            # the audio adapter only: a text reader (``parts.reader``) on the same layers is not gated
             layers = [m for m in llm.modules() if hasattr(m, "lora_B") and any(k != READER_ADAPTER for k in m.lora_B)]
             gates = [lin for m in layers for k, lin in m.lora_B.items() if k != READER_ADAPTER]
             if not gates:
@@ -76,6 +76,8 @@ class AudioSpan:
         ours = layer in self._switched_off  # still there if the last call raised before its post-hook
         if layer._disable_adapters and not ours:
             return
+        if not any(a != READER_ADAPTER for a in layer.active_adapters):
+            return  # the text reader answers (``parts.reader.reader_active``): not the audio adapter's call
         layer._disable_adapters = not self._has_audio
         if self._has_audio:
             self._switched_off.discard(layer)

@@ -51,6 +51,9 @@ def merge_lora(model: "AuRAModel") -> "AuRAModel":
 
     if not isinstance(model.llm, PeftModel):
         raise ValueError("this model has no LoRA adapters to merge (already merged, or trained without LoRA)")
+    if model.has_reader:
+        raise ValueError("this model carries a text reader (a second adapter, active only while it answers a "
+                         "transcript); merged weights would give every text prompt the reader: keep the adapters")
     if model.audio_span.lora_scope == "audio":
         raise ValueError("audio_span.lora: audio applies LoRA to the audio positions only, which merged weights "
                          "cannot express; keep the adapters (generation cost is the same, see README)")

@@ -229,10 +229,10 @@ front_end_reader() {
     --out "$out" --questions-from-asr "$asr" --asr-window-seconds "$asr_window_seconds" "$@" ${front_end_reader_args:-}
 }
 
-# own_reader OUT MODEL ANSWERING: a vocab model's reader, on the layers above its reading LoRA, trained on MODEL's
-# transcripts and attached to it as ANSWERING (one LLM in memory; text prompts still see the base LLM).
+# own_reader OUT MODEL ANSWERING: a vocab model's reader, trained on MODEL's transcripts as the cascade's on its ASR's,
+# attached to it as ANSWERING: a second adapter on the same LLM (one LLM in memory; text prompts still see the base LLM).
 own_reader() {
-  front_end_reader "$1" "$2" --lora-layers above-reading
+  front_end_reader "$1" "$2"
   "$python" $local/attach_reader.py --model "$2" --reader "$1/reader_adapter" --out "$3"
 }
 

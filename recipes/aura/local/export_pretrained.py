@@ -193,9 +193,10 @@ def reader_row(reader) -> str:
     """The card's row for a reader carried by the model (``AuRAModel.attach_reader``)."""
     lora, trained = reader.lora, reader.get("trained") or {}
     layers = lora.get("layers_to_transform")
+    where = "every decoder layer" if not layers else f"decoder layers {min(layers)}..{max(layers)} (0-based)"
     dev = trained.get("dev_after") or {}
     return (f"| reader (answers spoken questions; text prompts see the base LLM) | LoRA r={lora.get('r')}, "
-            f"alpha={lora.get('lora_alpha')} on decoder layers {layers[0]}..{layers[-1]} (0-based), {trained.get('steps')} "
+            f"alpha={lora.get('lora_alpha')} on {where}, {trained.get('steps')} "
             f"steps on the QA training items as this model transcribes them"
             + (f"; dev EM on text {dev['em']:.2f}" if dev.get("em") is not None else "") + " |")
 
