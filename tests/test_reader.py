@@ -51,9 +51,15 @@ def answer_logprob(answerer, message: str, ids: list[int]) -> float:
     return float(logprobs.gather(1, torch.tensor(ids)[:, None]).sum())
 
 
-def fixed_reads(model, monkeypatch, words):
-    monkeypatch.setattr(model, "vocab_span_tokens",
-                        lambda inputs: [(torch.tensor(words[b]), -1.0) for b in range(inputs["inputs_embeds"].shape[0])])
+def fixed_reads(model, monkeypatch, words, text_positions: list | None = None):
+    """The CTC read gives ``words`` per item; ``text_positions`` collects how many prompt (non-audio, non-padding)
+    positions framed each read."""
+    def read(inputs):
+        if text_positions is not None:
+            text_positions.extend((inputs["attention_mask"].bool() & ~inputs["audio_mask"]).sum(1).tolist())
+        return [(torch.tensor(words[b]), -1.0) for b in range(inputs["inputs_embeds"].shape[0])]
+
+    monkeypatch.setattr(model, "vocab_span_tokens", read)
 
 
 @pytest.mark.parametrize("which", ["above", "all"])
@@ -73,7 +79,8 @@ def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_re
     model = vocab_model(tiny_cfg)
     transcripts = ["one two three", "four"]
     words = [model.tokenizer.text_to_ids(t) for t in transcripts]
-    fixed_reads(model, monkeypatch, words)
+    framed = []
+    fixed_reads(model, monkeypatch, words, framed)
     audio = [torch.from_numpy(synth_wave(0, 1.2)), torch.from_numpy(synth_wave(1, 0.7))]
     contexts = ["Anna lives in Paris. Tom lives in Rome.", None]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -87,12 +94,15 @@ def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_re
     merged = TextAnswerer.from_dir(str(above))  # the same reader merged into a plain LLM, as the cascade rows load it
     messages = [text_message(model.decode_ids(w), c) for w, c in zip(words, contexts)]
     expected = [merged.answer_ids(m, 6) for m in messages]
+    framed.clear()
     assert model.generate_ids(audio, task="qa", contexts=contexts, max_new_tokens=6) == expected  # a padded batch
+    # the read is framed by the ASR prompt, as the transcripts the reader was trained on, not by the QA prompt
+    asr_prompt = len(model.prompts.encode(model.prompts.user_message("asr"))[0]) - 1
+    assert framed == [asr_prompt, asr_prompt]
     assert [model.generate_ids([a], task="qa", contexts=[c], max_new_tokens=6)[0] for a, c in zip(audio, contexts)] == expected
     # a random tiny LLM repeats one token whatever adapts it: the answers' log-probs tell the reader from the base LLM
-    scored = model._generate_items(audio, [model.prompts.user_message("qa", c) for c in contexts], 2,
-                                   {"max_new_tokens": 6, "do_sample": False}, with_scores=True,
-                                   reader_messages=model._reader_messages(2, None, "qa", contexts, None))
+    scored = model._answer_spoken_with_reader(audio, model._reader_messages(2, None, "qa", contexts, None), 2,
+                                              {"max_new_tokens": 6, "do_sample": False}, with_scores=True)
     assert [ids for ids, _ in scored] == expected
     for (_, score), message, ids in zip(scored, messages, expected):
         assert score == pytest.approx(answer_logprob(merged, message, ids), abs=1e-3)

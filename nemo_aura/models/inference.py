@@ -152,8 +152,10 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                 torch.manual_seed(int(seed))
             transcripts = task == "asr" and prompts is None and questions is None
             reader = self._reader_messages(len(waves), prompts, task, contexts, questions)
+            if reader is not None:
+                return [ids for ids, _ in self._answer_spoken_with_reader(waves, reader, batch_size or len(waves), options)]
             return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options,
-                                                           transcripts=transcripts, reader_messages=reader)]
+                                                           transcripts=transcripts)]
 
     def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
         """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
@@ -166,7 +168,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_items(
         self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False,
-        transcripts: bool = False, reader_messages: list[str] | None = None,
+        transcripts: bool = False,
     ) -> list[tuple[list[int], float | None]]:
         """Batches of ``batch_size`` items; audio over ``max_audio_samples`` (only reached with
         ``long_audio: chunk``) is cut into pieces whose outputs are joined."""
@@ -175,9 +177,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         outs = []
         for b in range(0, len(pieces), batch_size):
             chunk = pieces[b : b + batch_size]
-            readers = None if reader_messages is None else [reader_messages[i] for i, _, _ in chunk]
             outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores,
-                                         transcripts, readers)
+                                         transcripts)
         joined: list[tuple[list[int], float | None]] = [([], 0.0 if with_scores else None) for _ in waves]
         for (i, _, _), (ids, score) in zip(pieces, outs):
             joined[i] = (joined[i][0] + ids, None if score is None else joined[i][1] + score)
@@ -185,13 +186,11 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_batch(
         self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False,
-        transcripts: bool = False, reader_messages: list[str] | None = None,
+        transcripts: bool = False,
     ) -> list[tuple[list[int], float | None]]:
         """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum).
         ``transcripts`` (the asr task's own prompt): with ``reading.span: vocab`` the CTC tokens are returned as
-        they are (their greedy path's log-prob as the score), without generation. ``reader_messages`` (a vocab
-        model with a reader, task qa): the CTC text goes into each reader message's audio slot and the reader
-        answers that text prompt (``parts.reader``); ``messages`` still frame the read, as in training."""
+        they are (their greedy path's log-prob as the score), without generation."""
         audio, audio_lens = collate_waveforms(waves)
         ids = [self.prompts.encode(m)[0] for m in messages]
         inputs = self.embed_audio_and_text(
@@ -205,11 +204,6 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         elif self.reading_span == "vocab":  # the CTC head's tokens in place of the audio, read as text
             if transcripts:  # the tokens are the transcript: the instruct LLM need not copy them
                 return [(ids.tolist(), score if with_scores else None) for ids, score in self.vocab_span_tokens(inputs)]
-            if reader_messages is not None:
-                texts = [self.decode_ids(ids.tolist()) for ids, _ in self.vocab_span_tokens(inputs)]
-                tag = self.cfg.audio_locator_tag
-                return self._answer_with_reader([m.replace(tag, t) for m, t in zip(reader_messages, texts)], options,
-                                                with_scores)
             inputs, _ = self.read_span_as_tokens(inputs)
         stops = self.stop_token_ids
         with replaced:
@@ -227,6 +221,20 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities
         logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)
         return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+
+    def _answer_spoken_with_reader(self, waves: list[Tensor], reader_messages: list[str], batch_size: int, options: dict,
+                                   with_scores: bool = False) -> list[tuple[list[int], float | None]]:
+        """A vocab model with a reader: each item's transcript (the CTC read under the model's own ASR prompt, as
+        ``transcribe`` writes it: what the reader was trained on) goes into its reader message's audio slot, and the
+        reader answers those text prompts (``parts.reader``)."""
+        asr = [self.prompts.user_message("asr")] * len(waves)
+        texts = [self.decode_ids(ids) for ids, _ in self._generate_items(waves, asr, batch_size, options, transcripts=True)]
+        tag = self.cfg.audio_locator_tag
+        messages = [m.replace(tag, t) for m, t in zip(reader_messages, texts)]
+        out = []
+        for b in range(0, len(messages), batch_size):
+            out += self._answer_with_reader(messages[b : b + batch_size], options, with_scores)
+        return out
 
     def _answer_with_reader(self, messages: list[str], options: dict, with_scores: bool) -> list[tuple[list[int], float | None]]:
         """Text prompts answered by the LLM with the reader adapter active (left-padded batch)."""
