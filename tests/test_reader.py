@@ -91,6 +91,7 @@ def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_re
 
     model.attach_reader(str(above / "reader_adapter"))
     assert model.has_reader and {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    assert model.cfg.training_history[-1]["name"] == "reader" and model.cfg.training_history[-1]["steps"] == 20
     merged = TextAnswerer.from_dir(str(above))  # the same reader merged into a plain LLM, as the cascade rows load it
     messages = [text_message(model.decode_ids(w), c) for w, c in zip(words, contexts)]
     expected = [merged.answer_ids(m, 6) for m in messages]

@@ -133,12 +133,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "distill_more", "reading_ctc"]
+    assert [r["name"] for r in runs["aura"]] == ["distill", "distill_more", "reading_ctc", "reader"]
+    assert runs["aura"][3]["steps"] == 2 and runs["aura"][3]["fit_seconds"] > 0  # the tiny preset's reader
     assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     # the bridge learns AuRA's reading objective (character CTC at layer K) on the same data and budget
-    assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc"]
+    assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc", "reader"]
     assert runs["bridge"][0]["train_cuts"] == runs["aura"][2]["train_cuts"]
     assert runs["bridge"][0]["steps"] == runs["aura"][2]["steps"]
     assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included

@@ -829,9 +829,15 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         if self.has_reader:
             self.llm.delete_adapter(reader_parts.READER_ADAPTER)
         self._install_reader(lora, weights, where=f"reader '{reader_dir}'")
-        trained_on = {k: info[k] for k in ("questions_from", "train", "steps", "dev_after") if k in info}
+        trained_on = {k: info[k] for k in ("questions_from", "train", "steps", "batch_size", "dev_after") if k in info}
+        # the reader's training is part of what the model cost (stage 6's budget table reads training_history)
+        run = {"name": "reader", "steps": info.get("steps"), "batch_items": info.get("batch_size"),
+               "train_cuts": ", ".join(Path(t).name for t in info.get("train") or []),
+               "init_from": "the base LLM", "fit_seconds": info.get("train_seconds")}
         with open_dict(self._cfg):
             self._cfg.reader = {"lora": lora, "templates": info["templates"], "trained": trained_on}
+            self._cfg.training_history = [*(self._cfg.get("training_history") or []),
+                                          {k: v for k, v in run.items() if v is not None}]
         return self
 
     def _install_reader(self, lora: dict, weights: dict | None = None, where: str = "model.reader") -> None:

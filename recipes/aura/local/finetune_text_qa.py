@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     # the adapter itself, for a speech model to carry as its reader (AuRAModel.attach_reader: one LLM in memory)
     model.save_pretrained(tmp / READER_SUBDIR, safe_serialization=True)
     info = {"templates": TEXT_QA_TEMPLATES, "questions_from": args.questions_from_asr or "text", "train": args.train,
-            "steps": args.steps, "lora_layers": layers}
+            "steps": args.steps, "batch_size": args.batch_size, "lora_layers": layers,
+            "train_seconds": report["train_seconds"]}
     answerer.llm = model.merge_and_unload().eval()
     if dev:
         report["dev_after"] = score(answerer, dev, args.max_new_tokens)

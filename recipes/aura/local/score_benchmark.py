@@ -325,7 +325,8 @@ def to_markdown(results: dict) -> str:
 
 
 def training_run(run: dict) -> str:
-    audio = f" x {run['batch_duration']:g} s" if run.get("batch_duration") else ""
+    audio = f" x {run['batch_duration']:g} s" if run.get("batch_duration") else \
+        f" x {run['batch_items']} items" if run.get("batch_items") else ""
     data = f" on {run['train_cuts']}" if run.get("train_cuts") else ""
     return f"{run.get('name')}: {run['steps']} steps{audio}{data} ({run.get('fit_seconds', 0):.0f} s)"
 
