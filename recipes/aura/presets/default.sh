@@ -1,7 +1,8 @@
 # Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
-# Sized for 2 CPU cores (AVX2, fp32): stage 3 ~95 min (distill, distill_more, character CTC); stage 5 ~110 min,
-# estimated from its parts (the text-QA reader ~17, a reader per speech front end ~12 each, the bridge's character-CTC
-# run ~45 as AuRA's); stage 6 ~30 min (see recipes/aura/results/default/HEARING.md).
+# Sized for 2 CPU cores (AVX2, fp32): stage 3 ~95 min (distill, distill_more, character CTC); stage 5 ~105 min from
+# its parts measured 2026-12-05 (the text-QA reader ~17; the cascade's reader ~16 with Whisper transcribing, AuRA's
+# ~11, the bridge's ~14, each attached in ~1; the bridge's character-CTC run ~45); stage 6 ~30 min for the benchmark
+# and ~15 for hearing (see recipes/aura/results/default/HEARING.md).
 model_conf=aura_base                        # conf/model/<name>.yaml
 whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
 llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
