@@ -82,6 +82,7 @@ class InferenceHost(Protocol):
     sample_rate: int
     pad_id: int
     reading_span: str  # frames | collapsed | vocab
+    has_reader: bool  # a vocab model carrying a text reader (parts.reader) answers spoken questions with it
 
     def embed_audio_and_text(self, audio: Tensor, audio_lens: Tensor, input_ids: Tensor, input_lens: Tensor,
                              loss_mask: Tensor | None = None, left_pad: bool = False, audio_tokens=None) -> dict: ...
@@ -93,6 +94,8 @@ class InferenceHost(Protocol):
     def vocab_span_tokens(self, inputs: dict) -> list[tuple[Tensor, float]]: ...
 
     def read_span_as_tokens(self, inputs: dict) -> tuple[dict, list[Tensor]]: ...
+
+    def reader_message(self, transcript: str, context: str | None) -> str: ...
 
 
 class AuRAInferenceMixin(ASRTranscriptionMixin):
@@ -258,7 +261,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
     def _reader_messages(self, n: int, prompts, task: str, contexts, questions) -> list[str] | None:
         """The reader's messages (the audio tag in its transcript slot) when it answers: a vocab model with a reader,
         the qa task on its own templates; None otherwise (custom prompts and text questions stay the model's own)."""
-        if not getattr(self, "has_reader", False) or self.reading_span != "vocab" or task != "qa" \
+        if not self.has_reader or self.reading_span != "vocab" or task != "qa" \
                 or prompts is not None or questions is not None:
             return None
         contexts = _per_item(contexts, n, "contexts") if contexts is not None else [None] * n
