@@ -142,8 +142,9 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc", "reader"]
     assert runs["bridge"][0]["train_cuts"] == runs["aura"][2]["train_cuts"]
     assert runs["bridge"][0]["steps"] == runs["aura"][2]["steps"]
-    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4]  # the tiny preset's budgets, resume included
-    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_distilled_more.nemo"]
+    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4, 2]  # the tiny preset's budgets, resume included
+    assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_distilled_more.nemo",
+                                                          "the base LLM"]
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/distill_more_mix.jsonl.gz"
     assert runs["aura"][2]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
     from lhotse import CutSet
