@@ -848,17 +848,6 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                              "LLM has no adapters (merged, or trained without LoRA)")
         reader_parts.add_reader_adapter(self.llm, lora, weights)
 
-    @property
-    def reading_depth(self) -> int:
-        """How many leading decoder layers the reading LoRA occupies (K, or more with ``lora.reading_layers``): a
-        reader trained with ``--lora-layers above-reading`` adapts only the layers above."""
-        from peft import PeftModel
-
-        if not isinstance(self.llm, PeftModel):
-            return 0
-        layers = self.llm.peft_config["default"].layers_to_transform
-        return self.num_llm_layers if layers is None else max([layers] if isinstance(layers, int) else layers) + 1
-
     def reader_message(self, transcript: str, context: str | None) -> str:
         """The reader's user message for a transcript (its own templates: what it was trained to answer)."""
         templates = self.cfg.reader.templates

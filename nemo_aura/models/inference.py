@@ -218,7 +218,11 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                     eos_token_id=stops, pad_token_id=self.pad_id,
                     return_dict_in_generate=True, output_scores=with_scores, **options,
                 )
-        rows = [cut_at_stop(row, stops) for row in out.sequences]  # the ids once, not per row
+        return self._generated_rows(out, out.sequences, stops, with_scores)
+
+    def _generated_rows(self, out, new_ids: Tensor, stops: list[int], with_scores: bool) -> list[tuple[list[int], float | None]]:
+        """``llm.generate``'s new ids per row, cut at the first stop token, with their log-prob sum if asked."""
+        rows = [cut_at_stop(row, stops) for row in new_ids]
         if not with_scores:
             return [(r, None) for r in rows]
         beams = getattr(out, "beam_indices", None)  # beam search: scores are already log-probabilities
@@ -243,20 +247,13 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         """Text prompts answered by the LLM with the reader adapter active (left-padded batch)."""
         ids = [text_generation_prompt(self.prompts.formatter, m) for m in messages]
         input_ids = left_pad(ids, self.pad_id).to(self.device)
-        lengths = torch.tensor([len(i) for i in ids], device=self.device)
-        attention = (torch.arange(input_ids.shape[1], device=self.device)[None] >= input_ids.shape[1] - lengths[:, None]).long()
+        attention = left_pad([torch.ones_like(i) for i in ids], 0).to(self.device)
         stops = self.stop_token_ids
         with reader_active(self.llm), self.audio_span.positions(None):
             out = self.llm.generate(input_ids=input_ids, attention_mask=attention, eos_token_id=stops,
                                     pad_token_id=self.pad_id, return_dict_in_generate=True, output_scores=with_scores,
                                     **options)
-            new = out.sequences[:, input_ids.shape[1]:]
-            rows = [cut_at_stop(row, stops) for row in new]
-            if not with_scores:
-                return [(r, None) for r in rows]
-            beams = getattr(out, "beam_indices", None)
-            logprobs = self.llm.compute_transition_scores(out.sequences, out.scores, beams, normalize_logits=beams is None)
-        return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
+            return self._generated_rows(out, out.sequences[:, input_ids.shape[1]:], stops, with_scores)
 
     def _reader_messages(self, n: int, prompts, task: str, contexts, questions) -> list[str] | None:
         """The reader's messages (the audio tag in its transcript slot) when it answers: a vocab model with a reader,

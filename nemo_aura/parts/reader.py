@@ -9,7 +9,7 @@ transcript is answered; text-only prompts still see the base LLM, so text abilit
 
 The reader may adapt any decoder layers, those of the reading LoRA included: the two adapters are never active at
 once (the read runs with the audio adapter, gated to the audio positions; the answer with the reader alone). Measured
-2026-12-05 on the default preset, a reader kept to the layers above K (``--lora-layers above-reading``) answered
+2026-12-05 on the default preset, a reader kept to the layers above K (``--lora-layers 6-``) answered
 worse than one on every layer: F1 0.533 / 0.317 / 0.132 against 0.700 / 0.417 / 0.211 (multi-fact, names heard /
 never heard; closed-book), ``recipes/aura/results/default/hearing_reader_above_k/``.
 

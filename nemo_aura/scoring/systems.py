@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from nemo_aura.parts.prompting import DEFAULT_TEMPLATES, TEXT_QA_TEMPLATES, cut_at_stop, placeholder_position, splice, stop_token_ids
+from nemo_aura.parts.prompting import (DEFAULT_TEMPLATES, TEXT_QA_TEMPLATES, cut_at_stop, placeholder_position, splice,
+                                       stop_token_ids, text_generation_prompt)
 from nemo_aura.scoring.items import QAItem
 
 # The text systems get AuRA's own templates with the question text where the audio would be.
@@ -65,7 +66,7 @@ class TextAnswerer:
     @torch.no_grad()
     def answer_ids(self, message: str, max_new_tokens: int) -> list[int]:
         """Greedy answer token ids, cut at the first stop token."""
-        ids = self.formatter.encode_dialog([{"role": "user", "slots": {"message": message}}])["input_ids"][None]
+        ids = text_generation_prompt(self.formatter, message)[None]
         out = self.llm.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
             eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
@@ -312,7 +313,6 @@ def _nemo_asr(path: Path):
         out = model.transcribe([audio.astype(np.float32)], batch_size=1, verbose=False)[0]
         return (out.text if hasattr(out, "text") else str(out)).strip()
 
-    transcribe.model = model  # what it runs (a reader trained on its transcripts asks an AuRA model its reading depth)
     return transcribe
 
 

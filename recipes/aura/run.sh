@@ -221,12 +221,11 @@ stage4() {
   "$python" $local/export_encoder_free.py "${args[@]}"
 }
 
-# front_end_reader OUT ASR [OPTIONS]: the text-QA reader trained on ASR's transcripts of the training questions' audio.
+# front_end_reader OUT ASR: the text-QA reader trained on ASR's transcripts of the training questions' audio.
 front_end_reader() {
-  local out=$1 asr=$2; shift 2
   # shellcheck disable=SC2086
   "$python" $local/finetune_text_qa.py --llm-dir "$llm_dir" --train "$qa_train" --train "$mf_train" --dev "$mf_dev" \
-    --out "$out" --questions-from-asr "$asr" --asr-window-seconds "$asr_window_seconds" "$@" ${front_end_reader_args:-}
+    --out "$1" --questions-from-asr "$2" --asr-window-seconds "$asr_window_seconds" ${front_end_reader_args:-}
 }
 
 # own_reader OUT MODEL ANSWERING: a vocab model's reader, trained on MODEL's transcripts as the cascade's on its ASR's,

@@ -4,8 +4,8 @@
     python recipes/aura/local/attach_reader.py --model exp/default/stage3/aura_reading_ctc_encoder_free.nemo \
         --reader exp/default/stage5/aura_qa_reader/reader_adapter --out exp/default/stage5/aura_with_reader.nemo
 
-The reader (``finetune_text_qa.py --questions-from-asr <model> --lora-layers K-``, trained on the model's own
-transcripts of the QA training questions) becomes a second LoRA adapter on the model's LLM (``parts/reader.py``):
+The reader (``finetune_text_qa.py --questions-from-asr <model>``, trained on the model's own transcripts of the QA
+training questions) becomes a second LoRA adapter on the model's LLM (``parts/reader.py``):
 spoken questions are read by the CTC head and answered by the reader, text prompts still see the base LLM, and
 one LLM is in memory. Written to a temporary name, then renamed; an existing ``--out`` is kept.
 """

@@ -14,7 +14,7 @@ with ``reading.span: vocab`` computes when its text path carries this adapter). 
 the transformers ``Trainer``, merged into a plain HF directory (written to a temporary name, then renamed; an
 existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after;
 ``reader_adapter/`` holds the unmerged adapter and its prompt templates, which a speech model carries as its reader
-(``AuRAModel.attach_reader``; train it with ``--lora-layers K-`` so that it leaves the reading layers 1..K).
+(``AuRAModel.attach_reader``).
 
 With ``--questions-from-asr`` the training questions are a speech front end's transcripts of the training audio
 (AuRA's CTC text, say): the reader learns to answer what it will be given at test time, as a speech-QA
@@ -52,9 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--r", type=int, default=16, help="LoRA rank on the decoder layers' attention and MLP")
     p.add_argument("--lora-layers", default="",
-                   help="decoder layers (0-based) that get LoRA: 'FIRST-LAST', 'FIRST-' (to the last) or '' (all). A "
-                        "reader to attach to a speech model (AuRAModel.attach_reader) must leave its reading layers: "
-                        "'K-' for LoRA on layers 1..K, or 'above-reading' to take K from the --questions-from-asr model")
+                   help="decoder layers (0-based) that get LoRA: 'FIRST-LAST', 'FIRST-' (to the last) or '' (all)")
     p.add_argument("--dev-limit", type=int, default=60)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -167,12 +165,6 @@ def main(argv=None) -> int:
         from nemo_aura.scoring.systems import load_asr, parse_window_seconds
 
         asr = load_asr(args.questions_from_asr, window_seconds=parse_window_seconds(args.asr_window_seconds))
-    if args.lora_layers == "above-reading":
-        depth = getattr(getattr(asr, "model", None), "reading_depth", None)
-        if not depth:
-            raise SystemExit("--lora-layers above-reading: --questions-from-asr must be an AuRA/bridge .nemo with "
-                             "reading LoRA (it gives the layers to leave)")
-        args.lora_layers = f"{depth}-"
     train_examples = load_examples(args.train, asr, args.asr_batch_size)
     del asr
     train = ChatExamples(train_examples, answerer.formatter)

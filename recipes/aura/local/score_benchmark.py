@@ -182,7 +182,6 @@ def aggregate(workers: dict[str, dict], args) -> dict:
     results["baselines"] = {den: f"{den}_ft" if f"{den}_ft" in systems else den for den in ("topline", "cascade", "bridge")}
 
     def pair_ratio(metric, num, den):
-        den = results["baselines"].get(den, den)
         if num not in systems or den not in systems:
             return None
         if metric == "f1":  # on the items both answered
@@ -196,13 +195,13 @@ def aggregate(workers: dict[str, dict], args) -> dict:
     results["targets"] = {}
     results["cascade_asr_window_seconds"] = getattr(args, "asr_window_seconds", None)
     for key, (metric, num, den, bound, op) in TARGETS.items():
+        den = results["baselines"].get(den, den)
         r = results["ratios"][key] = pair_ratio(metric, num, den)
         results["targets"][key] = target_result(r, bound, op)
         if r is not None and metric == "f1":  # a ratio of two F1s on ~100 items: how much is item sampling?
-            den = results["baselines"].get(den, den)
             results["targets"][key]["ci95"] = f1_interval(predictions[num][set_names[0]], predictions[den][set_names[0]])
     for key, (metric, num, den) in REPORTED_RATIOS.items():
-        results["ratios"][key] = pair_ratio(metric, num, den)
+        results["ratios"][key] = pair_ratio(metric, num, results["baselines"].get(den, den))
     topline = results["baselines"]["topline"]
     if "aura" in systems and topline in systems:
         results["text_speech_gap"] = {s: ratio(systems["aura"]["scores"][s]["f1"], systems[topline]["scores"][s]["f1"])
