@@ -1,6 +1,8 @@
 """Text-aligned reading at layer K, its oracle, and the multi-fact benchmark that only hearing passes."""
 import random
 
+import shutil
+
 import pytest
 import torch
 from lhotse import CutSet
@@ -434,6 +436,8 @@ def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_t
     path = model.export_encoder_free(str(tmp_path / "vocab.nemo"))
     restored = AuRAModel.restore_from(path, map_location="cpu").eval()
     assert restored.teacher is None and torch.equal(restored.ctc_head.token_ids, model.ctc_head.token_ids)
+    with pytest.raises(ValueError, match="beam_batch decodes the character CTC head"):
+        restored.change_decoding_strategy({"strategy": "beam_batch"})  # its LM would be over characters
     assert restored.generate_ids(audio, task="asr") == before
     with open_dict(tiny_cfg):
         tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "lm_weight": 1.0}
@@ -521,6 +525,28 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     path = model.export_encoder_free(str(tmp_path / "chars.nemo"))
     restored = AuRAModel.restore_from(path, map_location="cpu").eval()
     assert isinstance(restored.ctc_head, CharacterCTCHead) and restored.generate_ids(audio, task="asr") == ids
+    # Beam search with a character LM of the transcripts (add_decoding_lm.py): at least as many reads right as the
+    # greedy path, and the LM travels inside the .nemo.
+    from nemo_aura.modules.vocab_ctc import ALPHABET
+    from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
+
+    texts = [fold_to_alphabet(t) for t in batch["transcripts"]]
+    lm = write_arpa(tmp_path / "lm" / "chars.arpa", kneser_ney_arpa_lines(
+        ([ALPHABET.index(ch) for ch in t] for t in texts), len(ALPHABET), 6))
+    restored.change_decoding_strategy({"strategy": "beam_batch", "beam": {"beam_size": 4, "ngram_lm_model": str(lm),
+                                                                          "beam_beta": 1.0}})
+    beam_ids = restored.generate_ids(audio, task="asr")
+    beam_right = [b for b in range(3) if model.tokenizer.ids_to_text(beam_ids[b]) == batch["transcripts"][b]]
+    assert len(beam_right) >= len(right)
+    restored.save_to(str(tmp_path / "chars_lm.nemo"))
+    shutil.rmtree(tmp_path / "lm")
+    with_lm = AuRAModel.restore_from(str(tmp_path / "chars_lm.nemo"), map_location="cpu").eval()
+    assert with_lm.cfg.decoding.strategy == "beam_batch" and with_lm.ctc_head.beam_decoder.lm is not None
+    assert with_lm.generate_ids(audio, task="asr") == beam_ids
+    with_lm.change_decoding_strategy({"strategy": "greedy"})
+    assert with_lm.ctc_head.beam_decoder is None and with_lm.generate_ids(audio, task="asr") == ids
+    with pytest.raises(ValueError, match="decoding.strategy must be 'greedy' or 'beam_batch'"):
+        with_lm.change_decoding_strategy({"strategy": "beam"})
     # stage 6's aura_ctc_ft: the fine-tuned reader answers what this model writes, loaded through NeMo's ASRModel
     from nemo_aura.scoring.systems import build_system
 

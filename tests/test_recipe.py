@@ -153,6 +153,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert sum(i.startswith("words-train-") for i in mix_ids) == tiny.word_sequences  # the word sequences are read too
     assert "val_distill_cos_layer1" in reading_after  # Whisper still teaches layers 1..K beside the CTC
     assert "| aura | distill: 8 steps x 10 s" in (exp / "stage6" / "results.md").read_text()
+    # AuRA and the bridge decode their CTC read by beam search with the character LM of the training transcripts
+    for name in ("aura", "bridge"):
+        decoding = results["systems"][name]["decoding"]
+        assert decoding["strategy"] == "beam_batch" and decoding["beam"]["ngram_lm_model"].endswith("char_lm.arpa")
+    assert "aura: beam search (8), character LM char_lm.arpa" in (exp / "stage6" / "results.md").read_text()
+    assert results["systems"]["topline"].get("decoding") is None
+    assert out.count("char_lm.arpa: order 8 over") == 1  # one LM, built once for both
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
     hearing = json.loads((exp / "stage6" / "hearing" / "results.json").read_text())
     assert set(hearing["sets"]) == {"mf_test", "mf_test_seen", "closed_book"}
@@ -176,8 +183,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
     # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
     for own, asr, row in (("cascade_qa_reader", "models/tiny-ctc.nemo", "cascade_ft"),
-                          ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft"),
-                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc.nemo", "bridge_ctc_ft")):
+                          ("aura_qa_reader", "ci/stage4/aura_encoder_free_lm.nemo", "aura_ctc_ft"),
+                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc_lm.nemo", "bridge_ctc_ft")):
         report = json.loads((exp / "stage5" / own / "report.json").read_text())
         assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
         assert report["lora_layers"] is None  # every layer, the same reader budget for each front end
@@ -209,7 +216,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     probed = json.loads((exp / "ablation" / "probe" / "results.json").read_text())  # the tiny preset's probe_args
     assert [r["source"] for r in probed["probes"]] == ["student_L0", "student_L2", "teacher_L3"]
     probed5 = json.loads((exp / "ablation" / "probe_stage5" / "results.json").read_text())  # the fine-tuned model's layers
-    assert probed5["model"].endswith("stage4/aura_encoder_free.nemo")  # the final AuRA (reading=vocab: the export)
+    assert probed5["model"].endswith("stage4/aura_encoder_free_lm.nemo")  # the final AuRA (the export + its LM)
     assert [r["source"] for r in probed5["probes"]] == ["student_L2", "student_L4"]
 
     # An architecture spec (distil from scratch on the cached targets, then read) joins the same report.
@@ -284,11 +291,12 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_reading_ctc.nemo",
-                                              exp / "stage4" / "aura_encoder_free.nemo",
+                                              exp / "stage4" / "aura_encoder_free.nemo", exp / "stage4" / "char_lm.arpa",
+                                              exp / "stage4" / "aura_encoder_free_lm.nemo",
                                               exp / "stage5" / "bridge_reading_ctc.nemo", exp / "stage5" / "aura_qa_reader",
                                               exp / "stage2" / "train" / "cuts.jsonl.gz")}
     again = run_recipe(tmp_path, "--stage", "1", "--stop-stage", "5")
     # stage 3's two runs, the bridge's init and reading run; the four text-QA readers keep their directories
     assert "complete: skipping" in again and again.count("exists: skipping") >= 4
-    assert again.count("exists: keeping it") == 6  # + the two models with their readers
+    assert again.count("exists: keeping it") == 8  # + the two models with their readers, and with their LM
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

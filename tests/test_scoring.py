@@ -345,3 +345,53 @@ def test_fine_tuned_rows_take_their_own_reader_else_the_shared_one(tmp_path, mon
         systems.build_system(name, paths)
     assert systems.FINE_TUNED_READER_SYSTEMS == ("topline_ft", "cascade_ft", "aura_ctc_ft", "bridge_ctc_ft")
     assert loaded == ["text_reader"] * 4 + ["text_reader", "whisper_reader", "aura_reader", "bridge_reader"]
+
+
+def test_lm_folds_transcribe_each_training_question_with_an_lm_that_never_saw_it(tmp_path):
+    """finetune_text_qa.py --lm-folds: item n of the run is transcribed in fold n % folds, with the model's LM
+    re-estimated from the LM's texts less that fold's questions (the model's beam settings kept), so that LM scores
+    the fold's questions worse than the other fold's LM does."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import torch
+
+    from omegaconf import OmegaConf
+
+    from finetune_text_qa import HeldOutLMFolds, load_examples
+    from nemo.collections.asr.parts.submodules.ngram_lm import NGramGPULanguageModel
+    from nemo_aura.modules.vocab_ctc import ALPHABET
+    from nemo_aura.scoring.items import load_items
+    from nemo_aura.testing import write_tiny_cuts
+
+    cuts = write_tiny_cuts(tmp_path / "qa", n=6, task="qa")
+    extra = write_tiny_cuts(tmp_path / "asr", n=3, seed=7)  # more LM text, not transcribed
+
+    class FakeModel:  # records the decoding each fold sets
+        cfg = OmegaConf.create({"decoding": {"strategy": "beam_batch", "beam": {
+            "beam_size": 3, "ngram_lm_model": "nemo:x_char_lm.arpa", "ngram_lm_alpha": 0.5, "beam_beta": 2.0}}})
+        decodings = []
+
+        def change_decoding_strategy(self, cfg):
+            self.decodings.append(cfg)
+
+    model = FakeModel()
+    folds = HeldOutLMFolds(model, [str(cuts), str(extra)], 2, tmp_path / "folds", order=3)
+    asr = lambda audio: Path(model.decodings[-1]["beam"]["ngram_lm_model"]).stem  # which LM wrote it
+    examples = load_examples([str(cuts)], asr, lm_folds=folds)
+    assert [ex["question"] for ex in examples] == [f"heldout_lm_fold{n % 2}" for n in range(6)]
+    assert [d["beam"]["beam_size"] for d in model.decodings] == [3, 3]
+    assert {d["beam"]["beam_beta"] for d in model.decodings} == {2.0}
+    assert folds.excluded == [3, 3]  # every question found in the LM's texts and left out of its fold's LM
+    items = load_items(str(cuts))
+    lms = [NGramGPULanguageModel.from_file(tmp_path / "folds" / f"heldout_lm_fold{k}.arpa", vocab_size=len(ALPHABET),
+                                           use_triton=False) for k in range(2)]
+
+    def logp(lm, text):
+        return float(lm.score_sentences(torch.tensor([[ALPHABET.index(c) for c in text]]), bos=True, eos=True).sum())
+
+    for n, item in enumerate(items):
+        own, other = lms[n % 2], lms[1 - n % 2]
+        assert logp(own, item.question) <= logp(other, item.question), item.question
+    with pytest.raises(SystemExit, match="decodes without a character LM"):
+        HeldOutLMFolds(SimpleNamespace(cfg=OmegaConf.create({})), [str(cuts)], 2, tmp_path, 3)

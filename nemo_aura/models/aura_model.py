@@ -63,6 +63,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                 self.patch_embedding.init_from_teacher(self.teacher)
         self.distillation = self._build_distillation()
         self.setup_reading_levers()
+        if self.cfg.get("decoding"):
+            self.change_decoding_strategy(self.cfg.decoding)
         self._check_losses()
         freeze = list(self.cfg.get("freeze_params", [r"^llm\..+$"]))  # teachers freeze themselves
         keep = list(self.cfg.get("prevent_freeze_params", [r"^llm\..+\.lora_.+$"]))
@@ -811,6 +813,44 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
     def save_hf(self, out_dir: str) -> Path:
         """The (merged) LLM as a plain HF directory + the patch embedding (``parts.lifecycle.save_hf``)."""
         return lifecycle.save_hf(self, out_dir)
+
+    # ------------------------------------------------------------------ decoding the CTC read (modules/ctc_beam.py)
+    def change_decoding_strategy(self, decoding_cfg: DictConfig | dict) -> None:
+        """How the character CTC head's text is decoded, as NeMo ASR models' ``change_decoding_strategy``:
+        ``strategy: greedy`` (argmax path) or ``beam_batch`` (NeMo's batched CTC beam search; ``beam``: ``beam_size``,
+        ``ngram_lm_model`` (an ARPA file over the head's characters, ``parts.char_lm``; stored in the ``.nemo``),
+        ``ngram_lm_alpha``, ``beam_beta`` (bonus per character), ``blank_collapse``). Recorded in ``cfg.decoding``."""
+        from nemo_aura.modules.ctc_beam import CTCBeamDecoder
+        from nemo_aura.modules.vocab_ctc import ALPHABET
+
+        dcfg = OmegaConf.create(plain_dict(decoding_cfg) if decoding_cfg is not None else {})
+        strategy = str(dcfg.get("strategy", "greedy"))
+        if strategy not in ("greedy", "beam_batch"):
+            raise ValueError(f"decoding.strategy must be 'greedy' or 'beam_batch', got {strategy!r}")
+        head = getattr(self, "ctc_head", None)
+        if strategy == "beam_batch" and not isinstance(head, CharacterCTCHead):
+            raise ValueError("decoding.strategy beam_batch decodes the character CTC head (loss.ctc_vocabulary: "
+                             f"characters); this model's CTC head is {type(head).__name__ if head else 'absent'}")
+        decoder = None
+        if strategy == "beam_batch":
+            beam = dcfg.get("beam") or {}
+            src = beam.get("ngram_lm_model")
+            lm_path = self.register_artifact("decoding.beam.ngram_lm_model", str(src)) if src else None
+            decoder = CTCBeamDecoder(
+                num_labels=len(ALPHABET), beam_size=int(beam.get("beam_size", 8)), lm_path=lm_path,
+                lm_alpha=float(beam.get("ngram_lm_alpha", 1.0)), beam_beta=float(beam.get("beam_beta", 0.0)),
+                beam_threshold=float(beam.get("beam_threshold", 20.0)),
+                blank_collapse=float(beam.get("blank_collapse", 0.99)),
+            )
+            with open_dict(dcfg):  # a file of the restored .nemo stays "nemo:..." (save_to copies it from there)
+                dcfg.beam = {**plain_dict(beam), "ngram_lm_model": None if not src else
+                             src if str(src).startswith("nemo:") else lm_path}
+        if decoder is None or not decoder.lm:
+            (getattr(self, "artifacts", None) or {}).pop("decoding.beam.ngram_lm_model", None)  # not saved any more
+        if head is not None and hasattr(head, "beam_decoder"):
+            head.beam_decoder = decoder
+        with open_dict(self._cfg):
+            self._cfg.decoding = dcfg
 
     # ------------------------------------------------------------------ the reader (parts/reader.py)
     @property

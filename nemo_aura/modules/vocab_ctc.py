@@ -154,6 +154,7 @@ class CharacterCTCHead(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.hidden = nn.Linear(hidden_size, hidden_size)
         self.out = nn.Linear(hidden_size, upsample * (len(ALPHABET) + 1))
+        self.beam_decoder = None  # a ``modules.ctc_beam.CTCBeamDecoder`` (decoding.strategy beam_batch) or greedy
 
     def logits(self, states: Tensor) -> Tensor:
         """(B, N, D) -> (B, N * upsample, len(ALPHABET) + 1); the blank is the last index."""
@@ -183,8 +184,17 @@ class CharacterCTCHead(nn.Module):
         best, score = greedy_path(self.logits(states.unsqueeze(0))[0])
         return " ".join("".join(ALPHABET[i] for i in best.tolist()).split()), score
 
+    @torch.no_grad()
+    def decode_text(self, states: Tensor) -> tuple[str, float]:
+        """(N, D) states of one audio span -> its CTC text and score: the beam decoder's best (with its LM) when the
+        model set one, else the greedy path."""
+        if self.beam_decoder is None:
+            return self.greedy_text(states)
+        labels, score = self.beam_decoder(self.logits(states.unsqueeze(0))[0].log_softmax(-1))
+        return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split()), score
+
     def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
-        """(N, D) states of one audio span -> (LLM token ids, text, log-prob): its greedy text, tokenized as the LLM
+        """(N, D) states of one audio span -> (LLM token ids, text, score): its decoded text, tokenized as the LLM
         tokenizes any text."""
-        text, score = self.greedy_text(states)
+        text, score = self.decode_text(states)
         return torch.tensor(tokenizer.text_to_ids(text) if text else [], dtype=torch.long), text, score

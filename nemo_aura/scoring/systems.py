@@ -92,6 +92,7 @@ class System:
     uses_audio = True
     sample_rate = 16000
     training_history: list[dict] = []  # runs recorded in a loaded .nemo (``nemo_aura.train.record_training``)
+    decoding: dict | None = None  # how a speech model decodes its CTC read (``cfg.decoding``), None where it has none
 
     def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
         """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
@@ -154,6 +155,8 @@ class SpeechModel(System):
         self.model = AuRAModel.restore_from(str(nemo_path), map_location="cpu").eval()
         self.name, self.sample_rate = name, self.model.sample_rate
         self.training_history = history_of(self.model)
+        if getattr(self.model, "ctc_head", None) is not None:
+            self.decoding = OmegaConf.to_container(self.model.cfg.get("decoding") or {"strategy": "greedy"})
 
     def transcribe(self, audio):
         return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]
@@ -313,6 +316,7 @@ def _nemo_asr(path: Path):
         out = model.transcribe([audio.astype(np.float32)], batch_size=1, verbose=False)[0]
         return (out.text if hasattr(out, "text") else str(out)).strip()
 
+    transcribe.model = model  # e.g. to change its decoding (finetune_text_qa.py --lm-folds)
     return transcribe
 
 

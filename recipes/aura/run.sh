@@ -105,9 +105,16 @@ cascade_qa_reader=$exp/stage5/cascade_qa_reader   # front_end_readers=yes: train
 bridge_qa_reader=$exp/stage5/bridge_qa_reader     # front_end_readers=yes, reading=vocab: on the bridge's CTC transcripts
 reading=${reading:-vocab}
 asr_window_seconds=${asr_window_seconds-10,20}   # the cascade's Whisper: shorter windows it may encode (stage 5 readers, stage 6)
+# reading=vocab: the character CTC read is decoded by beam search with a character 8-gram LM of the training
+# transcripts (add_decoding_lm.py; the LM travels inside each .nemo); ctc_lm=no keeps the greedy read.
+ctc_lm=${ctc_lm:-yes}
+char_lm=$exp/stage4/char_lm.arpa
+aura_trained=$exp/stage4/aura_encoder_free.nemo bridge_trained=$exp/stage5/bridge_reading_ctc.nemo
 case $reading in
-  vocab) stage3_final=$reading_ctc_nemo; aura_final=$exp/stage4/aura_encoder_free.nemo
-         bridge_final=$exp/stage5/bridge_reading_ctc.nemo ;;
+  vocab) stage3_final=$reading_ctc_nemo; aura_final=$aura_trained bridge_final=$bridge_trained
+         if [ "$ctc_lm" = yes ]; then
+           aura_final=$exp/stage4/aura_encoder_free_lm.nemo bridge_final=$exp/stage5/bridge_reading_ctc_lm.nemo
+         fi ;;
   collapsed) stage3_final=$hearing_nemo; aura_final=$exp/stage5/aura_qa.nemo; bridge_final=$exp/stage5/bridge_qa.nemo ;;
   none) stage3_final=$distilled; aura_final=$exp/stage5/aura_qa.nemo; bridge_final=$exp/stage5/bridge_qa.nemo ;;
   *) echo "run.sh: preset $preset: reading must be vocab, collapsed or none, got '$reading'" >&2; exit 2 ;;
@@ -219,6 +226,14 @@ stage4() {
   local args=(--nemo "$stage3_final" --out "$exp/stage4" --dev-cuts "$distill_dev" --llm-dir "$llm_dir")
   [ -n "$teacher_dir" ] && args+=(--teacher-dir "$teacher_dir")
   "$python" $local/export_encoder_free.py "${args[@]}"
+  if [ "$reading" = vocab ] && [ "$ctc_lm" = yes ]; then with_lm "$aura_trained" "$aura_final"; fi
+}
+
+# with_lm IN OUT: IN decoding its character CTC read by beam search with the character LM of the transcripts it was
+# trained to read (built once, shared by AuRA and the bridge).
+with_lm() {
+  "$python" $local/add_decoding_lm.py --model "$1" --out "$2" --lm "$char_lm" --text "$distill_train" \
+    --text "$qa_train" --text "$mf_train"
 }
 
 # front_end_reader OUT ASR: the text-QA reader trained on ASR's transcripts of the training questions' audio.
@@ -269,7 +284,8 @@ stage5() {
     "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" --lora-on-first-k -- "${model_overrides[@]}"
     # shellcheck disable=SC2086
     train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-      "$s5" "$bridge_final" -- ${bridge_reading_overrides:-}
+      "$s5" "$bridge_trained" -- ${bridge_reading_overrides:-}
+    if [ "$ctc_lm" = yes ]; then with_lm "$bridge_trained" "$bridge_final"; fi
     if [ "${front_end_readers:-no}" = yes ]; then own_reader "$bridge_qa_reader" "$bridge_final" "$bridge_answering"; fi
   else
     # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA

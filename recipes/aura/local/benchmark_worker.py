@@ -77,7 +77,8 @@ def main() -> None:
     rss_after_load = current_rss_mib()
 
     report = {"system": args.system, "rss_after_imports_mib": rss_after_imports, "rss_after_load_mib": rss_after_load,
-              "load_seconds": load_seconds, "training_history": system.training_history, "sets": {}}
+              "load_seconds": load_seconds, "training_history": system.training_history,
+              "decoding": system.decoding, "sets": {}}
     audios, rows, errors = {}, {}, {}
     for set_index, (set_name, items) in enumerate(sets.items()):
         audios[set_name], errors[set_name] = load_audios(items, system.sample_rate if system.uses_audio else None)

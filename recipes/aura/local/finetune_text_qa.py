@@ -18,7 +18,11 @@ existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and 
 
 With ``--questions-from-asr`` the training questions are a speech front end's transcripts of the training audio
 (AuRA's CTC text, say): the reader learns to answer what it will be given at test time, as a speech-QA
-fine-tuning of the text path would.
+fine-tuning of the text path would. When that model decodes its CTC read with a character LM of the training
+transcripts (``add_decoding_lm.py``), the LM has seen every training question word for word and would transcribe
+them far better than any test question; ``--lm-folds N --lm-text CUTS...`` transcribes them in N folds instead, each
+with the LM re-estimated without that fold's questions (cross-fitting, as ASR transcripts for training a downstream
+model are made), so the reader trains on the errors it will meet.
 """
 from __future__ import annotations
 
@@ -47,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with a Whisper --questions-from-asr: the shorter windows it may encode, as the cascade's "
                         "(score_hearing.py / score_benchmark.py --asr-window-seconds); empty: the padded 30 s")
     p.add_argument("--asr-batch-size", type=int, default=16, help="questions transcribed at once (Whisper)")
+    p.add_argument("--lm-folds", type=int, default=0,
+                   help="with a --questions-from-asr model that decodes with a character LM: transcribe the training "
+                        "questions in this many folds, each with the LM re-estimated from --lm-text without that "
+                        "fold's questions; 0: the model's own LM")
+    p.add_argument("--lm-text", action="append", default=[],
+                   help="the cuts the model's LM was estimated from (add_decoding_lm.py --text)")
+    p.add_argument("--lm-order", type=int, default=8, help="the held-out LMs' order (add_decoding_lm.py --order)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -75,7 +86,7 @@ def parse_layers(spec: str, depth: int) -> list[int] | None:
     return list(range(lo, hi + 1))
 
 
-def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16) -> list[dict]:
+def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16, lm_folds=None) -> list[dict]:
     """{"message", "answer", "answers"} per QA item: stage 6's text prompt with the item's question text, or with
     ``asr``'s transcript of its audio (a callable 16 kHz waveform -> text, ``scoring.systems.load_asr``; batched
     where it can be, ``scoring.systems.transcribe_all``)."""
@@ -97,11 +108,67 @@ def load_examples(paths: list[str], asr=None, asr_batch_size: int = 16) -> list[
                     shown[0] = done // every
                     print(f"[text-qa] {path}: transcribed {done}/{total} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-            questions = transcribe_all(asr, [i.load_audio(16000) for i in items], asr_batch_size, progress)
+            audios = [i.load_audio(16000) for i in items]
+            if lm_folds is None:
+                questions = transcribe_all(asr, audios, asr_batch_size, progress)
+            else:
+                questions = lm_folds.transcribe(asr, items, audios, progress)
         for i, question in zip(items, questions):
             examples.append({"message": text_message(question, i.context), "answer": i.answers[0],
                              "answers": i.answers, "question": question})
     return examples
+
+
+class HeldOutLMFolds:
+    """Transcribes training questions fold by fold (item ``n`` of the run in fold ``n % folds``), each fold with the
+    model's character LM re-estimated from ``lm_texts`` less that fold's question texts, with the model's own beam
+    settings and LM order. The ARPA files are kept under ``work_dir``."""
+
+    def __init__(self, model, lm_texts: list[str], folds: int, work_dir: Path, order: int):
+        from add_decoding_lm import transcripts
+
+        beam = (model.cfg.get("decoding") or {}).get("beam") or {}
+        if (model.cfg.get("decoding") or {}).get("strategy") != "beam_batch" or not beam.get("ngram_lm_model"):
+            raise SystemExit("--lm-folds: the --questions-from-asr model decodes without a character LM "
+                             "(add_decoding_lm.py gives it one)")
+        if not lm_texts:
+            raise SystemExit("--lm-folds needs --lm-text: the cuts the model's LM was estimated from")
+        self.model, self.folds, self.work_dir, self.order = model, folds, work_dir, order
+        self.beam = {k: v for k, v in beam.items() if k != "ngram_lm_model"}
+        self.texts = transcripts(lm_texts)
+        self.seen = 0  # items transcribed so far, over all the training files: the folds run across them
+        self.excluded = [0] * folds
+
+    def transcribe(self, asr, items, audios, progress) -> list[str]:
+        from collections import Counter
+
+        from add_decoding_lm import build_lm
+        from nemo_aura.modules.vocab_ctc import fold_to_alphabet
+
+        fold_of = [(self.seen + n) % self.folds for n in range(len(items))]
+        self.seen += len(items)
+        questions: list[str | None] = [None] * len(items)
+        done = 0
+        for fold in range(self.folds):
+            members = [n for n, f in enumerate(fold_of) if f == fold]
+            if not members:
+                continue
+            held_out = Counter(fold_to_alphabet(items[n].question) for n in members)
+            kept = []
+            for text in self.texts:
+                if held_out[text] > 0:
+                    held_out[text] -= 1
+                    self.excluded[fold] += 1
+                else:
+                    kept.append(text)
+            lm = self.work_dir / f"heldout_lm_fold{fold}.arpa"
+            build_lm(kept, self.order, lm)
+            self.model.change_decoding_strategy({"strategy": "beam_batch", "beam": {**self.beam, "ngram_lm_model": str(lm)}})
+            for n in members:
+                questions[n] = asr(audios[n])
+                done += 1
+                progress(done, len(items))
+        return questions
 
 
 class ChatExamples(torch.utils.data.Dataset):
@@ -165,14 +232,25 @@ def main(argv=None) -> int:
         from nemo_aura.scoring.systems import load_asr, parse_window_seconds
 
         asr = load_asr(args.questions_from_asr, window_seconds=parse_window_seconds(args.asr_window_seconds))
-    train_examples = load_examples(args.train, asr, args.asr_batch_size)
+    lm_folds = None
+    if args.lm_folds:
+        if getattr(asr, "model", None) is None:
+            raise SystemExit("--lm-folds: --questions-from-asr must be a .nemo whose CTC read has a character LM")
+        work = args.out.with_name(args.out.name + ".lm_folds")
+        work.mkdir(parents=True, exist_ok=True)
+        lm_folds = HeldOutLMFolds(asr.model, args.lm_text, args.lm_folds, work, args.lm_order)
+    train_examples = load_examples(args.train, asr, args.asr_batch_size, lm_folds)
     del asr
+    if lm_folds is not None:
+        lm_folds.model = None  # the speech model is not needed for training
     train = ChatExamples(train_examples, answerer.formatter)
     dev = load_examples(args.dev)[: args.dev_limit] if args.dev else []
     report = {"llm_dir": args.llm_dir, "train": args.train, "train_items": len(train), "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r,
               "questions_from_asr": args.questions_from_asr,
               "asr_window_seconds": args.asr_window_seconds,
+              "lm_folds": ({"folds": args.lm_folds, "lm_text": args.lm_text, "questions_held_out": lm_folds.excluded}
+                           if lm_folds else None),
               "train_questions": [[ex["answer"], ex["question"]] for ex in train_examples[:5]]}
     if dev:
         report["dev_before"] = score(answerer, dev, args.max_new_tokens)

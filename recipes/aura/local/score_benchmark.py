@@ -173,7 +173,7 @@ def aggregate(workers: dict[str, dict], args) -> dict:
                      model_rss_mib=w["peak_rss_mib"] - w["rss_after_imports_mib"], load_seconds=w["load_seconds"],
                      peak_rss_transcribing_mib=w.get("peak_rss_transcribing_mib"),
                      peak_rss_sweep_mib=w.get("peak_rss_sweep_mib"), sweep=w.get("sweep", []),
-                     training_history=w.get("training_history", []))
+                     training_history=w.get("training_history", []), decoding=w.get("decoding"))
         results["systems"][name] = entry
     systems = results["systems"]
 
@@ -320,7 +320,20 @@ def to_markdown(results: dict) -> str:
         lines += ["", "Training budget of the compared models (from each .nemo's training_history; steps x "
                   "seconds of audio per step):", "", "| system | runs |", "|---|---|"]
         lines += [f"| {n} | " + " → ".join(training_run(r) for r in runs) + " |" for n, runs in trained.items()]
+    decoded = {n: s["decoding"] for n, s in results["systems"].items() if s.get("decoding")}
+    if decoded:
+        lines += ["", "How each speech model decodes its CTC read (cfg.decoding): " + "; ".join(
+            f"{n}: {decoding_summary(d)}" for n, d in decoded.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def decoding_summary(decoding: dict) -> str:
+    if decoding.get("strategy") != "beam_batch":
+        return str(decoding.get("strategy", "greedy"))
+    beam = decoding.get("beam") or {}
+    lm = (f", character LM {Path(str(beam['ngram_lm_model'])).name.split('_', 1)[-1]} (alpha "
+          f"{beam.get('ngram_lm_alpha', 1.0):g}, beta {beam.get('beam_beta', 0.0):g})") if beam.get("ngram_lm_model") else ""
+    return f"beam search ({beam.get('beam_size', 8)}){lm}"
 
 
 def training_run(run: dict) -> str:

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Decode a character-CTC model's read by beam search with a character n-gram LM of the training transcripts.
+
+    python recipes/aura/local/add_decoding_lm.py --model exp/default/stage4/aura_encoder_free.nemo \
+        --text exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz \
+        --text .../mf_train_cuts.jsonl.gz --lm exp/default/stage4/char_lm.arpa \
+        --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 1.0 --beta 1.0 --beam-size 8]
+
+The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
+supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
+unless that file exists (several models share one LM). The model gets ``decoding.strategy: beam_batch`` with it
+(``AuRAModel.change_decoding_strategy``; the ARPA file travels inside the ``.nemo``). The defaults are the values
+tuned on the dev sets (recipes/aura/results/default/HEARING.md). Both outputs are written to temporary names, then
+renamed; an existing ``--out`` is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def transcripts(paths: list[str]) -> list[str]:
+    """The supervision texts of Lhotse cut manifests, folded to the character head's alphabet (blank ones dropped)."""
+    from lhotse import CutSet
+
+    from nemo_aura.modules.vocab_ctc import fold_to_alphabet
+
+    texts = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise SystemExit(f"--text {path}: no such cut manifest")
+        for cut in CutSet.from_file(path):
+            text = fold_to_alphabet(" ".join(s.text or "" for s in cut.supervisions))
+            if text:
+                texts.append(text)
+    if not texts:
+        raise SystemExit(f"--text {', '.join(paths)}: no supervision text to estimate the LM from")
+    return texts
+
+
+def build_lm(texts: list[str], order: int, out: Path) -> Path:
+    from nemo_aura.modules.vocab_ctc import ALPHABET
+    from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
+
+    start = time.time()
+    lines = kneser_ney_arpa_lines(([ALPHABET.index(ch) for ch in t] for t in texts), len(ALPHABET), order)
+    write_arpa(out, lines)
+    print(f"[lm] {out}: order {order} over {len(texts)} transcripts ({sum(map(len, texts))} characters), "
+          f"{len(lines)} lines, {time.time() - start:.1f} s")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a saved model whose CTC head writes characters")
+    p.add_argument("--text", action="append", required=True, help="Lhotse cuts whose transcripts the LM learns")
+    p.add_argument("--lm", type=Path, required=True, help="the ARPA file (built here unless it exists)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--order", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=1.0, help="the LM's weight in the beam score")
+    p.add_argument("--beta", type=float, default=1.0, help="a bonus per emitted character")
+    p.add_argument("--beam-size", type=int, default=8)
+    args = p.parse_args(argv)
+    if args.out.exists():
+        print(f"[lm] {args.out} exists: keeping it")
+        return 0
+    if not args.lm.exists():
+        build_lm(transcripts(args.text), args.order, args.lm)
+    from nemo_aura import AuRAModel
+    from nemo_aura.parts.files import atomic_path
+
+    model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
+    model.change_decoding_strategy({"strategy": "beam_batch", "beam": {
+        "beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
+        "beam_beta": args.beta}})
+    with atomic_path(args.out) as tmp:
+        model.save_to(str(tmp))
+    print(f"[lm] wrote {args.out}: {args.model} decoding its CTC read by beam search ({args.beam_size}) with {args.lm}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

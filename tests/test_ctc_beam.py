@@ -1,0 +1,90 @@
+"""Beam search with a character n-gram LM for the character CTC head (``parts/char_lm.py``, ``modules/ctc_beam.py``)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nemo_aura.modules.ctc_beam import CTCBeamDecoder, collapse_blank_runs
+from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
+
+ALPHA = "abct "  # a toy label set: ids 0..4, blank 5
+
+
+def ids(text: str) -> list[int]:
+    return [ALPHA.index(ch) for ch in text]
+
+
+def toy_lm(tmp_path, texts, order=3):
+    return write_arpa(tmp_path / "toy.arpa", kneser_ney_arpa_lines((ids(t) for t in texts), len(ALPHA), order))
+
+
+def test_kneser_ney_arpa_is_a_normalised_lm_that_prefers_its_training_text(tmp_path):
+    """Read back by NeMo's ARPA reader, every state's next-label distribution (labels + end of sentence) sums to 1,
+    and a training sentence scores above the same letters shuffled."""
+    from nemo.collections.asr.parts.submodules.ngram_lm import NGramGPULanguageModel
+
+    path = toy_lm(tmp_path, ["cat a bat", "a cat", "bat cat", "ta ta"], order=4)
+    lm = NGramGPULanguageModel.from_file(path, vocab_size=len(ALPHA), normalize_unk=False, use_triton=False)
+    states = torch.arange(lm.num_states)
+    scores, _ = lm.advance(states)
+    totals = scores.exp().sum(-1) + lm.get_final(states).exp()
+    reachable = totals > 0.5  # the start state above <s> only backs off; every real context sums to 1
+    assert reachable.sum() > 10
+    assert torch.allclose(totals[reachable], torch.ones_like(totals[reachable]), atol=1e-4)
+    seen, shuffled = lm.score_sentences(torch.tensor([ids("a cat"), ids("t aac")]), bos=True, eos=True).sum(-1)
+    assert seen > shuffled + 2.0
+    with pytest.raises(ValueError, match="sentence 1: token ids \\[7\\]"):
+        kneser_ney_arpa_lines([[0, 1], [7]], len(ALPHA), 3)
+    with pytest.raises(ValueError, match="no sentences"):
+        kneser_ney_arpa_lines([], len(ALPHA), 3)
+
+
+def frames(spec: list[dict]) -> torch.Tensor:
+    """Log-probs (T, 6) from per-frame {label: prob}; the rest of each frame's mass is shared by the others."""
+    rows = []
+    for probs in spec:
+        rest = (1.0 - sum(probs.values())) / (len(ALPHA) + 1 - len(probs))
+        row = [probs.get(ALPHA[i] if i < len(ALPHA) else "_", rest) for i in range(len(ALPHA) + 1)]
+        rows.append([math.log(max(p, 1e-9)) for p in row])
+    return torch.tensor(rows)
+
+
+def test_collapse_keeps_one_frame_of_each_certain_blank_run_so_repeats_stay_apart():
+    lp = frames([{"a": 0.98}, {"_": 0.999}, {"_": 0.999}, {"_": 0.999}, {"a": 0.98}, {"_": 0.5, "a": 0.4}])
+    kept = collapse_blank_runs(lp, 0.99)
+    assert kept.shape[0] == 4 and torch.equal(kept[1], lp[1]) and torch.equal(kept[2], lp[4])
+    assert torch.equal(collapse_blank_runs(lp, 0.0), lp)  # off
+
+
+def test_beam_search_alone_follows_the_acoustics_and_the_lm_settles_what_they_leave_open(tmp_path):
+    """'ca?': the frame after 'a' is 't' 0.45 against 'b' 0.55. Without an LM the beam writes 'cab'; an LM that has
+    only seen 'cat' makes it 'cat'; the blank-run collapse changes neither."""
+    lp = frames([{"c": 0.97}, {"_": 0.999}, {"a": 0.97}, {"_": 0.999}, {"_": 0.999}, {"b": 0.55, "t": 0.44},
+                 {"_": 0.999}])
+    plain = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, blank_collapse=0.0)
+    assert "".join(ALPHA[i] for i in plain(lp)[0].tolist()) == "cab"
+    lm = toy_lm(tmp_path, ["cat", "a cat", "cat a"])
+    for collapse in (0.0, 0.99):
+        fused = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, lm_path=lm, lm_alpha=1.0, blank_collapse=collapse)
+        labels, score = fused(lp)
+        assert "".join(ALPHA[i] for i in labels.tolist()) == "cat" and score < 0
+    with pytest.raises(FileNotFoundError, match="ngram_lm_model: '.*missing.arpa' does not exist"):
+        CTCBeamDecoder(num_labels=len(ALPHA), lm_path=tmp_path / "missing.arpa")
+
+
+def test_cached_lm_gives_the_lms_own_scores(tmp_path):
+    from nemo.collections.asr.parts.submodules.ngram_lm import NGramGPULanguageModel
+
+    from nemo_aura.modules.ctc_beam import CachedNGramLM
+
+    lm = NGramGPULanguageModel.from_file(toy_lm(tmp_path, ["cat a bat", "a cat"]), vocab_size=len(ALPHA),
+                                         use_triton=False)
+    cached = CachedNGramLM(lm, max_states=3)
+    states = torch.tensor([1, 2, 1, 5, 7, 2])
+    for _ in range(2):  # cold, then (partly evicted) warm
+        got_scores, got_next = cached.advance(states)
+        scores, next_states = lm.advance(states)
+        assert torch.equal(got_scores, scores) and torch.equal(got_next, next_states)
+    assert len(cached._rows) <= 3
