@@ -1,6 +1,6 @@
 """Text-aligned reading at layer K, its oracle, and the multi-fact benchmark that only hearing passes."""
+import json
 import random
-
 import shutil
 
 import pytest
@@ -437,7 +437,7 @@ def test_vocab_span_trains_ctc_keeps_its_head_through_export_and_takes_no_next_t
     restored = AuRAModel.restore_from(path, map_location="cpu").eval()
     assert restored.teacher is None and torch.equal(restored.ctc_head.token_ids, model.ctc_head.token_ids)
     with pytest.raises(ValueError, match="beam_batch decodes the character CTC head"):
-        restored.change_decoding_strategy({"strategy": "beam_batch"})  # its LM would be over characters
+        restored.set_ctc_decoding({"strategy": "beam_batch"})  # its LM would be over characters
     assert restored.generate_ids(audio, task="asr") == before
     with open_dict(tiny_cfg):
         tiny_cfg.loss = {"distill_weight": 0.0, "ctc_weight": 1.0, "lm_weight": 1.0}
@@ -533,7 +533,7 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     texts = [fold_to_alphabet(t) for t in batch["transcripts"]]
     lm = write_arpa(tmp_path / "lm" / "chars.arpa", kneser_ney_arpa_lines(
         ([ALPHABET.index(ch) for ch in t] for t in texts), len(ALPHABET), 6))
-    restored.change_decoding_strategy({"strategy": "beam_batch", "beam": {"beam_size": 4, "ngram_lm_model": str(lm),
+    restored.set_ctc_decoding({"strategy": "beam_batch", "beam": {"beam_size": 4, "ngram_lm_model": str(lm),
                                                                           "beam_beta": 1.0}})
     beam_ids = restored.generate_ids(audio, task="asr")
     beam_right = [b for b in range(3) if model.tokenizer.ids_to_text(beam_ids[b]) == batch["transcripts"][b]]
@@ -541,12 +541,35 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     restored.save_to(str(tmp_path / "chars_lm.nemo"))
     shutil.rmtree(tmp_path / "lm")
     with_lm = AuRAModel.restore_from(str(tmp_path / "chars_lm.nemo"), map_location="cpu").eval()
-    assert with_lm.cfg.decoding.strategy == "beam_batch" and with_lm.ctc_head.beam_decoder.lm is not None
+    assert with_lm.cfg.ctc_decoding.strategy == "beam_batch" and with_lm.ctc_head.beam_decoder.lm is not None
     assert with_lm.generate_ids(audio, task="asr") == beam_ids
-    with_lm.change_decoding_strategy({"strategy": "greedy"})
+    with_lm.save_to(str(tmp_path / "again.nemo"))  # a restored model keeps its LM for the next save
+    again = AuRAModel.restore_from(str(tmp_path / "again.nemo"), map_location="cpu").eval()
+    assert again.generate_ids(audio, task="asr") == beam_ids
+    with_lm.change_decoding_strategy({"strategy": "greedy_batch"})  # as NeMo's scripts ask: the CTC read greedy
     assert with_lm.ctc_head.beam_decoder is None and with_lm.generate_ids(audio, task="asr") == ids
-    with pytest.raises(ValueError, match="decoding.strategy must be 'greedy' or 'beam_batch'"):
-        with_lm.change_decoding_strategy({"strategy": "beam"})
+    with pytest.raises(ValueError, match="ctc_decoding.strategy must be 'greedy' or 'beam_batch'"):
+        with_lm.set_ctc_decoding({"strategy": "beam"})
+    with pytest.raises(ValueError, match="transcribes with its character CTC read"):
+        with_lm.change_decoding_strategy({"strategy": "sample"})
+    # a NeMo beam config without an LM path keeps the model's own LM (and its tuning where the config is silent)
+    with_lm.change_decoding_strategy({"strategy": "beam_batch", "beam": {"beam_size": 4}})
+    assert with_lm.ctc_head.beam_decoder.lm is not None and with_lm.generate_ids(audio, task="asr") == beam_ids
+    assert with_lm.cfg.ctc_decoding.beam.beam_beta == 1.0 and with_lm.decoding.num_beams == 1  # the LLM untouched
+    # tune_decoding_lm.py: the greedy row equals the model's greedy reads; the LM rows decode the same log-probs
+    from tune_decoding_lm import main as tune
+
+    cuts = str(tmp_path / "asr" / "cuts.jsonl.gz")
+    assert tune(["--model", path, "--dev", f"tiny={cuts}", "--text", cuts, "--orders", "4", "--alphas", "0,1",
+                 "--betas", "1", "--beam-sizes", "4", "--threads", "1", "--out", str(tmp_path / "tune")]) == 0
+    tuned = json.loads((tmp_path / "tune" / "results.json").read_text())["results"]
+    from nemo_aura.scoring.metrics import wer
+
+    greedy_texts = [model.tokenizer.ids_to_text(i) for i in ids]
+    assert tuned[0]["decoding"] == "greedy" and tuned[0]["tiny"]["wer"] == pytest.approx(
+        wer(greedy_texts, batch["transcripts"]))
+    assert len(tuned) == 3 and min(r["tiny"]["wer"] for r in tuned[1:]) <= tuned[0]["tiny"]["wer"]
+    assert "| greedy |" in (tmp_path / "tune" / "results.md").read_text()
     # stage 6's aura_ctc_ft: the fine-tuned reader answers what this model writes, loaded through NeMo's ASRModel
     from nemo_aura.scoring.systems import build_system
 

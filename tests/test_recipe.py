@@ -157,7 +157,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     for name in ("aura", "bridge"):
         decoding = results["systems"][name]["decoding"]
         assert decoding["strategy"] == "beam_batch" and decoding["beam"]["ngram_lm_model"].endswith("char_lm.arpa")
-    assert "aura: beam search (8), character LM char_lm.arpa" in (exp / "stage6" / "results.md").read_text()
+    assert "aura: beam search (8), character LM (alpha 1, beta 1)" in (exp / "stage6" / "results.md").read_text()
     assert results["systems"]["topline"].get("decoding") is None
     assert out.count("char_lm.arpa: order 8 over") == 1  # one LM, built once for both
     # stage 6: hearing on the multi-fact sets (own vs another entity's question) and the closed-book questions
@@ -183,8 +183,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert reader["steps"] == 4 and len(reader["log"]) > 0 and "dev_after" in reader
     # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
     for own, asr, row in (("cascade_qa_reader", "models/tiny-ctc.nemo", "cascade_ft"),
-                          ("aura_qa_reader", "ci/stage4/aura_encoder_free_lm.nemo", "aura_ctc_ft"),
-                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc_lm.nemo", "bridge_ctc_ft")):
+                          ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft"),
+                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc.nemo", "bridge_ctc_ft")):  # greedy
         report = json.loads((exp / "stage5" / own / "report.json").read_text())
         assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
         assert report["lora_layers"] is None  # every layer, the same reader budget for each front end
@@ -197,6 +197,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # ... and exports the final AuRA as a pretrained model, its card holding these scores and the corpus
     card = (exp / "pretrained" / "aura_tiny" / "MODEL_CARD.md").read_text()
     assert (exp / "pretrained" / "aura_tiny" / "model.safetensors").stat().st_size > 0
+    assert (exp / "pretrained" / "aura_tiny" / "char_lm.arpa").read_bytes() == (exp / "stage4" / "char_lm.arpa").read_bytes()
     assert "| target | ratio | bound | met |" in card and "Hearing:" in card and "| distill_train |" in card
 
     # stage 7 (optional): the reading ablation, three variants on the tiny preset

@@ -368,11 +368,11 @@ def test_lm_folds_transcribe_each_training_question_with_an_lm_that_never_saw_it
     extra = write_tiny_cuts(tmp_path / "asr", n=3, seed=7)  # more LM text, not transcribed
 
     class FakeModel:  # records the decoding each fold sets
-        cfg = OmegaConf.create({"decoding": {"strategy": "beam_batch", "beam": {
+        cfg = OmegaConf.create({"ctc_decoding": {"strategy": "beam_batch", "beam": {
             "beam_size": 3, "ngram_lm_model": "nemo:x_char_lm.arpa", "ngram_lm_alpha": 0.5, "beam_beta": 2.0}}})
         decodings = []
 
-        def change_decoding_strategy(self, cfg):
+        def set_ctc_decoding(self, cfg):
             self.decodings.append(cfg)
 
     model = FakeModel()

@@ -63,8 +63,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                 self.patch_embedding.init_from_teacher(self.teacher)
         self.distillation = self._build_distillation()
         self.setup_reading_levers()
-        if self.cfg.get("decoding"):
-            self.change_decoding_strategy(self.cfg.decoding)
+        if self.cfg.get("ctc_decoding"):
+            self.set_ctc_decoding(self.cfg.ctc_decoding)
         self._check_losses()
         freeze = list(self.cfg.get("freeze_params", [r"^llm\..+$"]))  # teachers freeze themselves
         keep = list(self.cfg.get("prevent_freeze_params", [r"^llm\..+\.lora_.+$"]))
@@ -814,43 +814,60 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         """The (merged) LLM as a plain HF directory + the patch embedding (``parts.lifecycle.save_hf``)."""
         return lifecycle.save_hf(self, out_dir)
 
-    # ------------------------------------------------------------------ decoding the CTC read (modules/ctc_beam.py)
-    def change_decoding_strategy(self, decoding_cfg: DictConfig | dict) -> None:
-        """How the character CTC head's text is decoded, as NeMo ASR models' ``change_decoding_strategy``:
-        ``strategy: greedy`` (argmax path) or ``beam_batch`` (NeMo's batched CTC beam search; ``beam``: ``beam_size``,
-        ``ngram_lm_model`` (an ARPA file over the head's characters, ``parts.char_lm``; stored in the ``.nemo``),
-        ``ngram_lm_alpha``, ``beam_beta`` (bonus per character), ``blank_collapse``). Recorded in ``cfg.decoding``."""
+    # ------------------------------------------------------------------ decoding the character CTC read (modules/ctc_beam.py)
+    def set_ctc_decoding(self, ctc_decoding: DictConfig | dict | None) -> None:
+        """How the character CTC read is decoded (``cfg.ctc_decoding``; NeMo's ``change_decoding_strategy`` sets it
+        from a CTC decoding config): ``strategy: greedy`` (argmax path) or ``beam_batch`` (NeMo's batched CTC beam
+        search; ``beam``: ``beam_size``, ``ngram_lm_model`` (an ARPA file over the head's characters,
+        ``parts.char_lm``; kept inside the ``.nemo``), ``ngram_lm_alpha``, ``beam_beta`` (bonus per character),
+        ``beam_threshold``, ``blank_collapse``)."""
         from nemo_aura.modules.ctc_beam import CTCBeamDecoder
         from nemo_aura.modules.vocab_ctc import ALPHABET
 
-        dcfg = OmegaConf.create(plain_dict(decoding_cfg) if decoding_cfg is not None else {})
+        dcfg = OmegaConf.create(plain_dict(ctc_decoding) if ctc_decoding is not None else {})
         strategy = str(dcfg.get("strategy", "greedy"))
         if strategy not in ("greedy", "beam_batch"):
-            raise ValueError(f"decoding.strategy must be 'greedy' or 'beam_batch', got {strategy!r}")
+            raise ValueError(f"ctc_decoding.strategy must be 'greedy' or 'beam_batch', got {strategy!r}")
         head = getattr(self, "ctc_head", None)
         if strategy == "beam_batch" and not isinstance(head, CharacterCTCHead):
-            raise ValueError("decoding.strategy beam_batch decodes the character CTC head (loss.ctc_vocabulary: "
+            raise ValueError("ctc_decoding.strategy beam_batch decodes the character CTC head (loss.ctc_vocabulary: "
                              f"characters); this model's CTC head is {type(head).__name__ if head else 'absent'}")
+        # the beam settings and LM stay with a greedy model too, for a later switch back to beam search
+        beam = dcfg.get("beam") or {}
+        src = beam.get("ngram_lm_model")
+        lm_path = self._own_decoding_lm(str(src)) if src else None
+        if beam:
+            with open_dict(dcfg):
+                dcfg.beam = {**plain_dict(beam), "ngram_lm_model": lm_path}
+        if lm_path is None:
+            (getattr(self, "artifacts", None) or {}).pop("ctc_decoding.beam.ngram_lm_model", None)  # not saved any more
         decoder = None
         if strategy == "beam_batch":
-            beam = dcfg.get("beam") or {}
-            src = beam.get("ngram_lm_model")
-            lm_path = self.register_artifact("decoding.beam.ngram_lm_model", str(src)) if src else None
             decoder = CTCBeamDecoder(
                 num_labels=len(ALPHABET), beam_size=int(beam.get("beam_size", 8)), lm_path=lm_path,
                 lm_alpha=float(beam.get("ngram_lm_alpha", 1.0)), beam_beta=float(beam.get("beam_beta", 0.0)),
                 beam_threshold=float(beam.get("beam_threshold", 20.0)),
                 blank_collapse=float(beam.get("blank_collapse", 0.99)),
             )
-            with open_dict(dcfg):  # a file of the restored .nemo stays "nemo:..." (save_to copies it from there)
-                dcfg.beam = {**plain_dict(beam), "ngram_lm_model": None if not src else
-                             src if str(src).startswith("nemo:") else lm_path}
-        if decoder is None or not decoder.lm:
-            (getattr(self, "artifacts", None) or {}).pop("decoding.beam.ngram_lm_model", None)  # not saved any more
         if head is not None and hasattr(head, "beam_decoder"):
             head.beam_decoder = decoder
         with open_dict(self._cfg):
-            self._cfg.decoding = dcfg
+            self._cfg.ctc_decoding = dcfg
+
+    def _own_decoding_lm(self, src: str) -> str:
+        """The decoding LM copied into the model's work dir and registered from there: a file restored from a
+        ``.nemo`` ("nemo:...") is extracted only while the model is built, and ``save_to`` and the pretrained export
+        must still find it later."""
+        import shutil
+
+        key = "ctc_decoding.beam.ngram_lm_model"
+        found = self.register_artifact(key, src)
+        own = self._work_dir / "decoding" / "char_lm.arpa"
+        if Path(found).resolve() != own.resolve():
+            own.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(found, own)
+        self.artifacts.pop(key, None)
+        return self.register_artifact(key, str(own))
 
     # ------------------------------------------------------------------ the reader (parts/reader.py)
     @property

@@ -20,9 +20,9 @@ from torch import Tensor
 class CachedNGramLM:
     """``NGramGPULanguageModel``'s fusion interface (``advance``, ``get_init_states``, ``get_final``, ``to``) with
     ``advance`` rows cached per state, least recently used first out beyond ``max_states`` (a row is the vocabulary's
-    scores and next states: ~0.8 kB for 95 characters)."""
+    scores and next states: ~0.8 kB for 95 characters, so at most ~3 MB)."""
 
-    def __init__(self, lm, max_states: int = 20000):
+    def __init__(self, lm, max_states: int = 4096):
         self.lm = lm
         self.max_states = max_states
         self._rows: OrderedDict[int, tuple[Tensor, Tensor]] = OrderedDict()

@@ -70,13 +70,18 @@ class NeMoToolsMixin:
         ``greedy``/``greedy_batch`` -> greedy; a beam strategy -> ``num_beams = beam.beam_size`` (AED
         ``beam.len_pen`` -> ``length_penalty``); ``sample`` -> sampling with ``temperature``/``top_p``/``top_k``.
         ``max_new_tokens``, ``repetition_penalty`` and ``seed`` are taken as they are. The rest (alignments,
-        timestamps, confidence, external LMs, ...) has no meaning for an LLM decoder and is logged as ignored."""
+        timestamps, confidence, external LMs, ...) has no meaning for an LLM decoder and is logged as ignored.
+        A model that transcribes with its character CTC read (``reading.span: vocab``, characters) decodes that read
+        instead, as a NeMo CTC model would: greedy, or beam search with ``beam.ngram_lm_model`` (else its own LM)."""
         from nemo.utils import logging
 
         if decoding_cfg is None:
             logging.info(f"change_decoding_strategy(None): decoding stays {self.decoding}")
             return
         updates, ignored = generation_updates(decoding_cfg)
+        if reads_characters(self):  # its transcript is the CTC read: the config decodes that, not the LLM
+            self.set_ctc_decoding(ctc_read_decoding(decoding_cfg, self.cfg.get("ctc_decoding")))
+            updates = {k: v for k, v in updates.items() if k in GENERATION_KEYS}
         check_generation_options(self, {**self.decoding.options, **updates})
         with open_dict(self.cfg):
             self.cfg.generation = {**plain_dict(self.cfg.get("generation")), **updates}
@@ -118,6 +123,33 @@ def generation_updates(decoding_cfg: Any) -> tuple[dict, list[str]]:
     if beam.get("return_best_hypothesis") is False:
         ignored.append("beam.return_best_hypothesis=false (one hypothesis per item)")
     return updates, ignored
+
+
+def reads_characters(model) -> bool:
+    """True for a model whose transcript is its character CTC read (``reading.span: vocab`` with characters)."""
+    return getattr(model, "reading_span", None) == "vocab" and hasattr(getattr(model, "ctc_head", None), "beam_decoder")
+
+
+def ctc_read_decoding(decoding_cfg: Any, current: Any = None) -> dict:
+    """A NeMo CTC decoding config as ``AuRAModel.set_ctc_decoding``'s: greedy strategies -> greedy; beam strategies
+    -> ``beam_batch`` with ``beam.beam_size`` and NeMo's ``beam_batch`` fields (``ngram_lm_model``,
+    ``ngram_lm_alpha``, ``beam_beta``, ``beam_threshold``); a field left unset keeps ``current``'s (the model's own
+    LM and tuning)."""
+    cfg = plain_dict(decoding_cfg)
+    strategy = str(cfg.get("strategy") or "greedy")
+    own = plain_dict(plain_dict(current).get("beam"))
+    if strategy in GREEDY:
+        return {"strategy": "greedy", **({"beam": own} if own else {})}  # its beam settings kept for later
+    if strategy not in BEAM:
+        raise ValueError(f"decoding strategy {strategy!r}: this model transcribes with its character CTC read, "
+                         f"decoded greedy ({GREEDY}) or by beam search ({BEAM})")
+    beam = plain_dict(cfg.get("beam"))
+    out = {}
+    for key in ("beam_size", "ngram_lm_model", "ngram_lm_alpha", "beam_beta", "beam_threshold", "blank_collapse"):
+        value = beam.get(key) if beam.get(key) is not None else own.get(key)
+        if value is not None:
+            out[key] = value
+    return {"strategy": "beam_batch", "beam": out}
 
 
 def check_generation_options(model, options: dict) -> None:

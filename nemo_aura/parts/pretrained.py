@@ -31,6 +31,7 @@ PACKAGE_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "assets" / "pretr
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE0_COMMAND = "bash recipes/aura/run.sh --stage 0 --stop-stage 0"
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "model_config.yaml", "model.safetensors", "MODEL_CARD.md"
+DECODING_LM_FILE = "char_lm.arpa"  # the character LM of a model whose CTC read is decoded by beam search
 EXPORT_COMMAND = "python recipes/aura/local/export_pretrained.py --nemo <trained AuRA .nemo> --llm-dir <base LLM dir>"
 
 
@@ -168,6 +169,9 @@ def load_config(path: Path, models_dir: str | Path | None) -> tuple[DictConfig, 
     with open_dict(cfg):
         cfg.student.pretrained_path = str(llm_dir)
         cfg.student.pretrained_weights = True
+        beam = (cfg.get("ctc_decoding") or {}).get("beam") or {}
+        if beam.get("ngram_lm_model") == DECODING_LM_FILE:  # shipped beside the weights
+            cfg.ctc_decoding.beam.ngram_lm_model = str(path / DECODING_LM_FILE)
     return cfg, llm_dir
 
 

@@ -92,7 +92,7 @@ class System:
     uses_audio = True
     sample_rate = 16000
     training_history: list[dict] = []  # runs recorded in a loaded .nemo (``nemo_aura.train.record_training``)
-    decoding: dict | None = None  # how a speech model decodes its CTC read (``cfg.decoding``), None where it has none
+    decoding: dict | None = None  # how a speech model decodes its CTC read (``cfg.ctc_decoding``), None where it has none
 
     def answer(self, item: QAItem, audio: np.ndarray | None, max_new_tokens: int) -> dict:
         """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
@@ -156,7 +156,10 @@ class SpeechModel(System):
         self.name, self.sample_rate = name, self.model.sample_rate
         self.training_history = history_of(self.model)
         if getattr(self.model, "ctc_head", None) is not None:
-            self.decoding = OmegaConf.to_container(self.model.cfg.get("decoding") or {"strategy": "greedy"})
+            decoding = self.model.cfg.get("ctc_decoding")
+            self.decoding = OmegaConf.to_container(decoding) if decoding else {"strategy": "greedy"}
+            if (self.decoding.get("beam") or {}).get("ngram_lm_model"):  # the model's own copy: a temporary path
+                self.decoding["beam"]["ngram_lm_model"] = Path(self.decoding["beam"]["ngram_lm_model"]).name
 
     def transcribe(self, audio):
         return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]

@@ -243,11 +243,14 @@ front_end_reader() {
     --out "$1" --questions-from-asr "$2" --asr-window-seconds "$asr_window_seconds" ${front_end_reader_args:-}
 }
 
-# own_reader OUT MODEL ANSWERING: a vocab model's reader, trained on MODEL's transcripts as the cascade's on its ASR's,
-# attached to it as ANSWERING: a second adapter on the same LLM (one LLM in memory; text prompts still see the base LLM).
+# own_reader OUT TRAINED MODEL ANSWERING: a vocab model's reader, trained on TRAINED's (greedy) transcripts as the
+# cascade's on its ASR's, attached to MODEL (TRAINED with its decoding LM) as ANSWERING: a second adapter on the same
+# LLM (one LLM in memory; text prompts still see the base LLM). Greedy transcripts, not the LM's: the LM has seen
+# every training question, and a reader trained on cleaner text answers the test questions' LM transcripts worse
+# (recipes/aura/results/default/HEARING.md, finetune_text_qa.py --lm-folds).
 own_reader() {
   front_end_reader "$1" "$2"
-  "$python" $local/attach_reader.py --model "$2" --reader "$1/reader_adapter" --out "$3"
+  "$python" $local/attach_reader.py --model "$3" --reader "$1/reader_adapter" --out "$4"
 }
 
 stage5() {
@@ -276,7 +279,7 @@ stage5() {
     # cascade ASR's transcripts, AuRA's CTC text; the bridge's below), the same budget for each, so the fine-tuned
     # rows compare like for like.
     front_end_reader "$cascade_qa_reader" "$cascade_asr"
-    if [ "$reading" = vocab ]; then own_reader "$aura_qa_reader" "$aura_final" "$aura_answering"; fi
+    if [ "$reading" = vocab ]; then own_reader "$aura_qa_reader" "$aura_trained" "$aura_final" "$aura_answering"; fi
   fi
   if [ "$reading" = vocab ]; then
     # Bridge: encoder + projector + the same LLM with LoRA on the same K layers, trained with AuRA's reading objective
@@ -286,7 +289,9 @@ stage5() {
     train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
       "$s5" "$bridge_trained" -- ${bridge_reading_overrides:-}
     if [ "$ctc_lm" = yes ]; then with_lm "$bridge_trained" "$bridge_final"; fi
-    if [ "${front_end_readers:-no}" = yes ]; then own_reader "$bridge_qa_reader" "$bridge_final" "$bridge_answering"; fi
+    if [ "${front_end_readers:-no}" = yes ]; then
+      own_reader "$bridge_qa_reader" "$bridge_trained" "$bridge_final" "$bridge_answering"
+    fi
   else
     # Bridge: encoder + projector + same LLM, equal LoRA budget; transcripts first (conf/bridge_asr.yaml), then QA
     # (conf/bridge_qa.yaml); $bridge_*_overrides only where a preset must shrink the budget.

@@ -8,8 +8,8 @@
 
 The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
 supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
-unless that file exists (several models share one LM). The model gets ``decoding.strategy: beam_batch`` with it
-(``AuRAModel.change_decoding_strategy``; the ARPA file travels inside the ``.nemo``). The defaults are the values
+unless that file exists (several models share one LM). The model gets ``ctc_decoding.strategy: beam_batch`` with it
+(``AuRAModel.set_ctc_decoding``: ``cfg.ctc_decoding``; the ARPA file travels inside the ``.nemo``). The defaults are the values
 tuned on the dev sets (recipes/aura/results/default/HEARING.md). Both outputs are written to temporary names, then
 renamed; an existing ``--out`` is kept.
 """
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from nemo_aura.parts.files import atomic_path
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
-    model.change_decoding_strategy({"strategy": "beam_batch", "beam": {
+    model.set_ctc_decoding({"strategy": "beam_batch", "beam": {
         "beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
         "beam_beta": args.beta}})
     with atomic_path(args.out) as tmp:

@@ -154,7 +154,12 @@ def export(args) -> Path:
     tmp.mkdir(parents=True)
     try:
         save_file(tensors, str(tmp / P.WEIGHTS_FILE), metadata=meta)
-        OmegaConf.save(portable_config(model.cfg, args.name, args.llm_dir.name), tmp / P.CONFIG_FILE)
+        config = portable_config(model.cfg, args.name, args.llm_dir.name)
+        lm = ((model.cfg.get("ctc_decoding") or {}).get("beam") or {}).get("ngram_lm_model")
+        if lm:  # the decoding LM ships beside the weights; the config names it relative to the directory
+            shutil.copyfile(lm, tmp / P.DECODING_LM_FILE)
+            config.ctc_decoding.beam.ngram_lm_model = P.DECODING_LM_FILE
+        OmegaConf.save(config, tmp / P.CONFIG_FILE)
         (tmp / P.CARD_FILE).write_text(model_card(args.name, model, tensors, args, description))
         check_round_trip(AuRAModel, tmp, args.llm_dir, state, set(tensors), dtype)
         shutil.rmtree(out, ignore_errors=True)

@@ -127,8 +127,8 @@ class HeldOutLMFolds:
     def __init__(self, model, lm_texts: list[str], folds: int, work_dir: Path, order: int):
         from add_decoding_lm import transcripts
 
-        beam = (model.cfg.get("decoding") or {}).get("beam") or {}
-        if (model.cfg.get("decoding") or {}).get("strategy") != "beam_batch" or not beam.get("ngram_lm_model"):
+        beam = (model.cfg.get("ctc_decoding") or {}).get("beam") or {}
+        if (model.cfg.get("ctc_decoding") or {}).get("strategy") != "beam_batch" or not beam.get("ngram_lm_model"):
             raise SystemExit("--lm-folds: the --questions-from-asr model decodes without a character LM "
                              "(add_decoding_lm.py gives it one)")
         if not lm_texts:
@@ -163,7 +163,7 @@ class HeldOutLMFolds:
                     kept.append(text)
             lm = self.work_dir / f"heldout_lm_fold{fold}.arpa"
             build_lm(kept, self.order, lm)
-            self.model.change_decoding_strategy({"strategy": "beam_batch", "beam": {**self.beam, "ngram_lm_model": str(lm)}})
+            self.model.set_ctc_decoding({"strategy": "beam_batch", "beam": {**self.beam, "ngram_lm_model": str(lm)}})
             for n in members:
                 questions[n] = asr(audios[n])
                 done += 1

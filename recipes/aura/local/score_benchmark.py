@@ -322,7 +322,7 @@ def to_markdown(results: dict) -> str:
         lines += [f"| {n} | " + " → ".join(training_run(r) for r in runs) + " |" for n, runs in trained.items()]
     decoded = {n: s["decoding"] for n, s in results["systems"].items() if s.get("decoding")}
     if decoded:
-        lines += ["", "How each speech model decodes its CTC read (cfg.decoding): " + "; ".join(
+        lines += ["", "How each speech model decodes its CTC read (cfg.ctc_decoding): " + "; ".join(
             f"{n}: {decoding_summary(d)}" for n, d in decoded.items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -331,8 +331,8 @@ def decoding_summary(decoding: dict) -> str:
     if decoding.get("strategy") != "beam_batch":
         return str(decoding.get("strategy", "greedy"))
     beam = decoding.get("beam") or {}
-    lm = (f", character LM {Path(str(beam['ngram_lm_model'])).name.split('_', 1)[-1]} (alpha "
-          f"{beam.get('ngram_lm_alpha', 1.0):g}, beta {beam.get('beam_beta', 0.0):g})") if beam.get("ngram_lm_model") else ""
+    lm = (f", character LM (alpha {beam.get('ngram_lm_alpha', 1.0):g}, beta {beam.get('beam_beta', 0.0):g})"
+          if beam.get("ngram_lm_model") else "")
     return f"beam search ({beam.get('beam_size', 8)}){lm}"
 
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Tune the character LM's beam search for a character-CTC model on dev sets (as NeMo's eval_beamsearch_ngram_ctc).
+
+    python recipes/aura/local/tune_decoding_lm.py --model exp/default/stage4/aura_encoder_free.nemo \
+        --dev distill_dev=exp/default/stage1/lhotse/distill_dev_cuts.jsonl.gz --dev mf_dev=... --dev qa_dev=... \
+        --text .../distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz --text .../mf_train_cuts.jsonl.gz \
+        --orders 6,8 --alphas 0.6,1.0,1.5 --betas 0,1 --beam-sizes 8 --out exp/default/ctc_lm_tuning
+
+The model reads each dev utterance once (its CTC log-probs under its ASR prompt, as ``transcribe`` reads them); then
+every combination of LM order, LM weight (alpha), per-character bonus (beta) and beam size decodes the same
+log-probs. Writes ``results.{json,md}``: corpus WER per dev set (and against the next utterance's transcript) and
+the mean over the sets, best first; greedy decoding is the first row. Dev sets are Lhotse cuts with transcripts.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a saved model with a character CTC head (reading.span vocab)")
+    p.add_argument("--dev", action="append", required=True, metavar="NAME=CUTS")
+    p.add_argument("--text", action="append", required=True, help="Lhotse cuts whose transcripts the LM learns")
+    p.add_argument("--orders", default="8")
+    p.add_argument("--alphas", default="1.0")
+    p.add_argument("--betas", default="1.0")
+    p.add_argument("--beam-sizes", default="8")
+    p.add_argument("--limit", type=int, default=None, help="utterances per dev set")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def floats(spec: str) -> list[float]:
+    return [float(x) for x in spec.split(",") if x.strip()]
+
+
+def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[dict]]:
+    """{set: [{"ref", "log_probs"}]}: the character head's log-probs of each utterance, read as ``transcribe`` reads."""
+    from lhotse import CutSet
+
+    head = model.ctc_head
+    seen: list[torch.Tensor] = []
+    greedy_text = head.greedy_text
+
+    def recording(states):  # the read's layer-K states -> its log-probs, kept; the greedy text as usual
+        seen.append(head.logits(states.unsqueeze(0))[0].log_softmax(-1).float())
+        return greedy_text(states)
+
+    head.greedy_text, head.beam_decoder = recording, None
+    sets = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise SystemExit(f"--dev {spec!r}: expected NAME=CUTS")
+        name, path = spec.split("=", 1)
+        cuts = CutSet.from_file(path)
+        rows = []
+        for cut in itertools.islice(cuts, limit):
+            ref = " ".join(s.text or "" for s in cut.supervisions).strip()
+            if not ref:
+                raise SystemExit(f"--dev {name}: cut {cut.id} has no transcript")
+            audio = cut.resample(16000).load_audio()[0] if cut.sampling_rate != 16000 else cut.load_audio()[0]
+            seen.clear()
+            with torch.no_grad():
+                model.transcribe([torch.as_tensor(audio)], batch_size=1, verbose=False)
+            rows.append({"ref": ref, "log_probs": seen[-1]})
+        sets[name] = rows
+        print(f"[tune] {name}: {len(rows)} utterances read", flush=True)
+    head.greedy_text = greedy_text
+    return sets
+
+
+def score(rows: list[dict], hyps: list[str]) -> dict:
+    from nemo_aura.scoring.metrics import wer
+
+    refs = [r["ref"] for r in rows]
+    return {"wer": wer(hyps, refs), "wer_other": wer(hyps, refs[1:] + refs[:1])}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from add_decoding_lm import build_lm, transcripts
+    from nemo_aura import AuRAModel
+    from nemo_aura.modules.ctc_beam import CTCBeamDecoder
+    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead
+    from nemo_aura.parts.files import write_json_atomic, write_text_atomic
+
+    model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
+    if not isinstance(getattr(model, "ctc_head", None), CharacterCTCHead):
+        raise SystemExit(f"{args.model}: no character CTC head (loss.ctc_vocabulary: characters) to decode")
+    sets = dev_log_probs(model, args.dev, args.limit)
+    texts = transcripts(args.text)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def as_text(labels):
+        return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split())
+
+    results = [{"decoding": "greedy", **{n: score(rows, [_greedy(r["log_probs"], as_text) for r in rows])
+                                         for n, rows in sets.items()}}]
+    for order in sorted({int(o) for o in floats(args.orders)}):
+        lm = build_lm(texts, order, args.out / f"char_lm_{order}.arpa")
+        for alpha, beta, beam in itertools.product(floats(args.alphas), floats(args.betas), floats(args.beam_sizes)):
+            decoder = CTCBeamDecoder(len(ALPHABET), beam_size=int(beam), lm_path=lm, lm_alpha=alpha, beam_beta=beta)
+            start = time.perf_counter()
+            row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam)}
+            count = 0
+            for name, rows in sets.items():
+                row[name] = score(rows, [as_text(decoder(r["log_probs"])[0]) for r in rows])
+                count += len(rows)
+            row["seconds_per_utterance"] = round((time.perf_counter() - start) / max(count, 1), 4)
+            results.append(row)
+            print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)}: " + ", ".join(
+                f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
+    for row in results:
+        row["mean_wer"] = sum(row[n]["wer"] for n in sets) / len(sets)
+    results.sort(key=lambda r: (r["decoding"] != "greedy", r["mean_wer"]))
+    write_json_atomic(args.out / "results.json", {"model": args.model, "dev": args.dev, "text": args.text,
+                                                  "results": results})
+    lines = ["# Beam search with the character LM: dev WER (against the next utterance's transcript)", "",
+             f"Model `{args.model}`; LM texts: {', '.join(Path(t).name for t in args.text)}.", "",
+             "| decoding | order | alpha | beta | beam | " + " | ".join(sets) + " | mean | s/utt |",
+             "|---" * (7 + len(sets)) + "|"]
+    for r in results:
+        cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
+        lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
+                     f"{r.get('beam_size', '-')} | " + " | ".join(cells) + f" | {r['mean_wer']:.3f} | "
+                     f"{r.get('seconds_per_utterance', '-')} |")
+    write_text_atomic(args.out / "results.md", "\n".join(lines) + "\n")
+    print(f"[tune] wrote {args.out}/results.md")
+    return 0
+
+
+def _greedy(log_probs: torch.Tensor, as_text) -> str:
+    from nemo_aura.modules.vocab_ctc import greedy_path
+
+    return as_text(greedy_path(log_probs)[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
