@@ -72,6 +72,9 @@ def test_beam_search_alone_follows_the_acoustics_and_the_lm_settles_what_they_le
         assert "".join(ALPHA[i] for i in labels.tolist()) == "cat" and score < 0
     with pytest.raises(FileNotFoundError, match="ngram_lm_model: '.*missing.arpa' does not exist"):
         CTCBeamDecoder(num_labels=len(ALPHA), lm_path=tmp_path / "missing.arpa")
+    (tmp_path / "model.bin").write_bytes(b"\x00\x01binary")
+    with pytest.raises(ValueError, match="'.*model.bin' is not an ARPA file"):
+        CTCBeamDecoder(num_labels=len(ALPHA), lm_path=tmp_path / "model.bin")
 
 
 def test_cached_lm_gives_the_lms_own_scores(tmp_path):

@@ -84,7 +84,12 @@ class CTCBeamDecoder:
             from nemo.collections.asr.parts.submodules.ngram_lm import NGramGPULanguageModel
 
             if not Path(lm_path).is_file():
-                raise FileNotFoundError(f"decoding.beam.ngram_lm_model: '{lm_path}' does not exist")
+                raise FileNotFoundError(f"ctc_decoding.beam.ngram_lm_model: '{lm_path}' does not exist")
+            with open(lm_path, encoding="utf-8", errors="replace") as f:
+                first = f.readline().strip()
+            if first != "\\data\\":
+                raise ValueError(f"ctc_decoding.beam.ngram_lm_model: '{lm_path}' is not an ARPA file (its first line is "
+                                 f"{first[:40]!r}, expected '\\data\\')")
             self.lm = CachedNGramLM(NGramGPULanguageModel.from_file(lm_path, vocab_size=num_labels,
                                                                    use_triton=False))
         self.computer = BatchedBeamCTCComputer(
