@@ -232,8 +232,9 @@ stage4() {
 # with_lm IN OUT: IN decoding its character CTC read by beam search with the character LM of the transcripts it was
 # trained to read (built once, shared by AuRA and the bridge).
 with_lm() {
+  # shellcheck disable=SC2086
   "$python" $local/add_decoding_lm.py --model "$1" --out "$2" --lm "$char_lm" --text "$distill_train" \
-    --text "$qa_train" --text "$mf_train"
+    --text "$qa_train" --text "$mf_train" ${ctc_lm_args:-}
 }
 
 # front_end_reader OUT ASR: the text-QA reader trained on ASR's transcripts of the training questions' audio.
