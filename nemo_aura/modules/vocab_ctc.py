@@ -135,6 +135,11 @@ def fold_to_alphabet(text: str) -> str:
     return " ".join("".join(ch for ch in folded if ch in ALPHABET).split())
 
 
+def labels_to_text(labels: Tensor) -> str:
+    """The character head's class indices as text, spaces single and trimmed."""
+    return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split())
+
+
 class CharacterCTCHead(nn.Module):
     """CTC over characters at layer K, ``upsample`` outputs per audio token; the LLM reads the text tokenized.
 
@@ -179,19 +184,12 @@ class CharacterCTCHead(nn.Module):
         return loss / target_lens.sum().clamp(min=1)
 
     @torch.no_grad()
-    def greedy_text(self, states: Tensor) -> tuple[str, float]:
-        """(N, D) states of one audio span -> its greedy CTC text and that path's log-probability."""
-        best, score = greedy_path(self.logits(states.unsqueeze(0))[0])
-        return " ".join("".join(ALPHABET[i] for i in best.tolist()).split()), score
-
-    @torch.no_grad()
     def decode_text(self, states: Tensor) -> tuple[str, float]:
         """(N, D) states of one audio span -> its CTC text and score: the beam decoder's best (with its LM) when the
-        model set one, else the greedy path."""
-        if self.beam_decoder is None:
-            return self.greedy_text(states)
-        labels, score = self.beam_decoder(self.logits(states.unsqueeze(0))[0].log_softmax(-1))
-        return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split()), score
+        model set one, else the greedy path and its log-probability."""
+        logits = self.logits(states.unsqueeze(0))[0]
+        labels, score = greedy_path(logits) if self.beam_decoder is None else self.beam_decoder(logits.log_softmax(-1))
+        return labels_to_text(labels), score
 
     def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
         """(N, D) states of one audio span -> (LLM token ids, text, score): its decoded text, tokenized as the LLM

@@ -11,10 +11,11 @@ carry their interpolated probability, contexts their backoff weight), so any ARP
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from nemo_aura.parts.files import write_text_atomic
 
 BOS, EOS = "<s>", "</s>"
 # NeMo's ARPA reader maps token ids to characters from this offset (DEFAULT_TOKEN_OFFSET of its ngram_lm module).
@@ -116,7 +117,5 @@ def write_arpa(path: str | Path, lines: list[str]) -> Path:
     """Write ARPA lines to ``path`` through a temporary name (a killed run leaves no half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -70,14 +70,13 @@ def main(argv=None) -> int:
     if not args.lm.exists():
         build_lm(transcripts(args.text), args.order, args.lm)
     from nemo_aura import AuRAModel
-    from nemo_aura.parts.files import atomic_path
+    from nemo_aura.parts.files import write_nemo_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
     model.set_ctc_decoding({"strategy": "beam_batch", "beam": {
         "beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
         "beam_beta": args.beta}})
-    with atomic_path(args.out) as tmp:
-        model.save_to(str(tmp))
+    write_nemo_atomic(args.out, model.save_to)
     print(f"[lm] wrote {args.out}: {args.model} decoding its CTC read by beam search ({args.beam_size}) with {args.lm}")
     return 0
 

@@ -26,12 +26,11 @@ def main(argv=None) -> int:
         print(f"[reader] {args.out} exists: keeping it")
         return 0
     from nemo_aura import AuRAModel
-    from nemo_aura.parts.files import atomic_path
+    from nemo_aura.parts.files import write_nemo_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
     model.attach_reader(args.reader)
-    with atomic_path(args.out) as tmp:
-        model.save_to(str(tmp))
+    write_nemo_atomic(args.out, model.save_to)
     print(f"[reader] wrote {args.out}: {args.model} answering with the reader {args.reader}")
     return 0
 

@@ -47,13 +47,14 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
 
     head = model.ctc_head
     seen: list[torch.Tensor] = []
-    greedy_text = head.greedy_text
+    logits = head.logits
 
-    def recording(states):  # the read's layer-K states -> its log-probs, kept; the greedy text as usual
-        seen.append(head.logits(states.unsqueeze(0))[0].log_softmax(-1).float())
-        return greedy_text(states)
+    def recording(states):  # the read's logits, their log-probs kept
+        out = logits(states)
+        seen.append(out[0].log_softmax(-1).float())
+        return out
 
-    head.greedy_text, head.beam_decoder = recording, None
+    head.logits, head.beam_decoder = recording, None
     sets = {}
     for spec in specs:
         if "=" not in spec:
@@ -72,7 +73,7 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
             rows.append({"ref": ref, "log_probs": seen[-1]})
         sets[name] = rows
         print(f"[tune] {name}: {len(rows)} utterances read", flush=True)
-    head.greedy_text = greedy_text
+    head.logits = logits
     return sets
 
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     from add_decoding_lm import build_lm, transcripts
     from nemo_aura import AuRAModel
     from nemo_aura.modules.ctc_beam import CTCBeamDecoder
-    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead
+    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead, greedy_path, labels_to_text
     from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
@@ -99,10 +100,7 @@ def main(argv=None) -> int:
     texts = transcripts(args.text)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def as_text(labels):
-        return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split())
-
-    results = [{"decoding": "greedy", **{n: score(rows, [_greedy(r["log_probs"], as_text) for r in rows])
+    results = [{"decoding": "greedy", **{n: score(rows, [labels_to_text(greedy_path(r["log_probs"])[0]) for r in rows])
                                          for n, rows in sets.items()}}]
     for order in sorted({int(o) for o in floats(args.orders)}):
         lm = build_lm(texts, order, args.out / f"char_lm_{order}.arpa")
@@ -112,7 +110,7 @@ def main(argv=None) -> int:
             row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam)}
             count = 0
             for name, rows in sets.items():
-                row[name] = score(rows, [as_text(decoder(r["log_probs"])[0]) for r in rows])
+                row[name] = score(rows, [labels_to_text(decoder(r["log_probs"])[0]) for r in rows])
                 count += len(rows)
             row["seconds_per_utterance"] = round((time.perf_counter() - start) / max(count, 1), 4)
             results.append(row)
@@ -135,12 +133,6 @@ def main(argv=None) -> int:
     write_text_atomic(args.out / "results.md", "\n".join(lines) + "\n")
     print(f"[tune] wrote {args.out}/results.md")
     return 0
-
-
-def _greedy(log_probs: torch.Tensor, as_text) -> str:
-    from nemo_aura.modules.vocab_ctc import greedy_path
-
-    return as_text(greedy_path(log_probs)[0])
 
 
 if __name__ == "__main__":
