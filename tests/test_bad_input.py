@@ -266,7 +266,7 @@ def test_hearing_scorer_goes_on_past_a_bad_item(tmp_path):
     from nemo_aura.scoring.items import QAItem
 
     class Hearer(_Answerer):
-        def transcribe(self, audio):
+        def transcribe(self, audio, context=None):
             return "q"
 
     for i, secs in enumerate((1.0, 3.0, 1.0, 1.0)):

@@ -91,3 +91,34 @@ def test_cached_lm_gives_the_lms_own_scores(tmp_path):
         scores, next_states = lm.advance(states)
         assert torch.equal(got_scores, scores) and torch.equal(got_next, next_states)
     assert len(cached._rows) <= 3
+
+
+def test_context_words_are_boosted_only_for_the_utterance_that_is_asked_about_them(tmp_path):
+    """'ca?' with 'b' 0.55 against 't' 0.44 and an LM that has seen 'cab' and never 'cat': the read is 'cab' until
+    the utterance comes with a context saying 'cat' (NeMo's boosting tree beside the LM); a context without it, or
+    the same decoder with biasing off, changes nothing. The same phrase set is one cached tree."""
+    from nemo_aura.modules.ctc_beam import context_phrases
+
+    lp = frames([{"c": 0.97}, {"_": 0.999}, {"a": 0.97}, {"_": 0.999}, {"_": 0.999}, {"b": 0.55, "t": 0.44},
+                 {"_": 0.999}])
+    lm = toy_lm(tmp_path, ["cab", "a cab", "cab a"])
+    text = lambda labels: "".join(ALPHA[i] for i in labels.tolist())  # noqa: E731
+    biased = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, lm_path=lm, lm_alpha=1.0, boosting_tree_alpha=1.0,
+                            boosting_tree={"context_score": 3.0, "min_chars": 3}, text_to_labels=ids)
+    assert text(biased(lp)[0]) == "cab" and text(biased(lp, context="a bat")[0]) == "cab"
+    assert biased.phrases_for("a cat, a bat.") == ("cat", "bat")
+    assert text(biased(lp, context="a cat")[0]) == "cat" and text(biased(lp, context="a cat.")[0]) == "cat"
+    assert len(biased._trees) == 2  # ("bat",) and ("cat",)
+    off = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, lm_path=lm, lm_alpha=1.0, text_to_labels=ids,
+                         boosting_tree={"context_score": 3.0})
+    assert off.phrases_for("a cat") == () and text(off(lp, context="a cat")[0]) == "cab"
+    fixed = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, lm_path=lm, lm_alpha=1.0, boosting_tree_alpha=1.0,
+                           boosting_tree={"context_score": 3.0, "key_phrases_list": ["cat"], "from_context": False},
+                           text_to_labels=ids)
+    assert text(fixed(lp)[0]) == "cat"  # a fixed key phrase: every utterance
+    assert context_phrases("Dmitri Volkov's cat moved to Oslo.", 4) == ["Dmitri", "Volkov", "moved", "Oslo"]
+    with pytest.raises(ValueError, match="boosting_tree: unknown keys \\['context_scor'\\]"):
+        CTCBeamDecoder(num_labels=len(ALPHA), boosting_tree_alpha=1.0, boosting_tree={"context_scor": 1.0},
+                       text_to_labels=ids)
+    with pytest.raises(ValueError, match="boosting_tree_alpha must be >= 0"):
+        CTCBeamDecoder(num_labels=len(ALPHA), boosting_tree_alpha=-1.0, text_to_labels=ids)

@@ -556,19 +556,47 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     with_lm.change_decoding_strategy({"strategy": "beam_batch", "beam": {"beam_size": 4}})
     assert with_lm.ctc_head.beam_decoder.lm is not None and with_lm.generate_ids(audio, task="asr") == beam_ids
     assert with_lm.cfg.ctc_decoding.beam.beam_beta == 1.0 and with_lm.decoding.num_beams == 1  # the LLM untouched
+    # Context biasing: each item's context reaches its own read; with its own words as context the reads are at
+    # least as right; the settings survive a save, and NeMo's boosting_tree config (a phrase file) is taken.
+    with_lm.change_decoding_strategy({"strategy": "beam_batch", "beam": {
+        "boosting_tree_alpha": 1.0, "boosting_tree": {"context_score": 2.0, "use_triton": True, "model_path": None}}})
+    seen = []
+    decoder = with_lm.ctc_head.beam_decoder
+    with_lm.ctc_head.beam_decoder = lambda lp, context=None: (seen.append(context), decoder(lp, context=context))[1]
+    with_lm.generate_ids(audio, task="asr", contexts=["first", None, "third"])
+    assert seen == ["first", None, "third"]
+    with_lm.ctc_head.beam_decoder = decoder
+    biased_ids = with_lm.generate_ids(audio, task="asr", contexts=list(batch["transcripts"]))
+    biased_right = [b for b in range(3) if model.tokenizer.ids_to_text(biased_ids[b]) == batch["transcripts"][b]]
+    assert len(biased_right) >= len(beam_right) and with_lm.generate_ids(audio, task="asr") == beam_ids
+    with_lm.save_to(str(tmp_path / "biased.nemo"))
+    biased = AuRAModel.restore_from(str(tmp_path / "biased.nemo"), map_location="cpu").eval()
+    assert biased.cfg.ctc_decoding.beam.boosting_tree_alpha == 1.0
+    assert biased.generate_ids(audio, task="asr", contexts=list(batch["transcripts"])) == biased_ids
+    (tmp_path / "phrases.txt").write_text("Dmitri Volkov\n\nOslo\n")
+    biased.change_decoding_strategy({"strategy": "beam_batch", "beam": {
+        "boosting_tree": {"key_phrases_file": str(tmp_path / "phrases.txt"), "source_lang": "en"}}})
+    assert biased.ctc_head.beam_decoder.phrases_for(None) == ("Dmitri Volkov", "Oslo")
+    assert biased.cfg.ctc_decoding.beam.boosting_tree.context_score == 2.0  # kept where the config is silent
+    with pytest.raises(ValueError, match="boosting_tree.model_path 'tree.nemo'"):
+        biased.change_decoding_strategy({"strategy": "beam_batch", "beam": {"boosting_tree": {"model_path": "tree.nemo"}}})
     # tune_decoding_lm.py: the greedy row equals the model's greedy reads; the LM rows decode the same log-probs
     from tune_decoding_lm import main as tune
 
     cuts = str(tmp_path / "asr" / "cuts.jsonl.gz")
     assert tune(["--model", path, "--dev", f"tiny={cuts}", "--text", cuts, "--orders", "4", "--alphas", "0,1",
-                 "--betas", "1", "--beam-sizes", "4", "--threads", "1", "--out", str(tmp_path / "tune")]) == 0
+                 "--betas", "1", "--beam-sizes", "4", "--boost-alphas", "0,2", "--threads", "1",
+                 "--out", str(tmp_path / "tune")]) == 0
     tuned = json.loads((tmp_path / "tune" / "results.json").read_text())["results"]
     from nemo_aura.scoring.metrics import wer
 
     greedy_texts = [model.tokenizer.ids_to_text(i) for i in ids]
     assert tuned[0]["decoding"] == "greedy" and tuned[0]["tiny"]["wer"] == pytest.approx(
         wer(greedy_texts, batch["transcripts"]))
-    assert len(tuned) == 3 and min(r["tiny"]["wer"] for r in tuned[1:]) <= tuned[0]["tiny"]["wer"]
+    assert len(tuned) == 5 and min(r["tiny"]["wer"] for r in tuned[1:]) <= tuned[0]["tiny"]["wer"]
+    for alpha in (0.0, 1.0):  # these cuts carry no context: boosting it changes nothing
+        same = [r["tiny"]["wer"] for r in tuned[1:] if r["alpha"] == alpha]
+        assert len(same) == 2 and same[0] == same[1]
     assert "| greedy |" in (tmp_path / "tune" / "results.md").read_text()
     # stage 6's aura_ctc_ft: the fine-tuned reader answers what this model writes, loaded through NeMo's ASRModel
     from nemo_aura.scoring.systems import build_system

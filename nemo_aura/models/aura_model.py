@@ -630,14 +630,17 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
 
     def vocab_span_tokens(self, inputs: dict) -> list[tuple[Tensor, float]]:
         """``reading.span: vocab``: each item's audio span runs through layers 1..K (in its prompt, as in training)
-        and the CTC head over the vocabulary reads off its tokens (greedy): (ids, path log-prob) per item."""
+        and the CTC head over the vocabulary reads off its tokens (greedy, or the character head's beam search):
+        (ids, score) per item. ``inputs["contexts"]`` (optional, one per item): the text each utterance is about,
+        whose words the beam search boosts where ``ctc_decoding`` biases."""
         k = self.ctc_layer
         if self.reading_context == "audio":
             inputs = _audio_span_alone(inputs)
         states, _ = self.run_llm(inputs["inputs_embeds"], inputs["attention_mask"], [k], need_logits=False,
                                  audio_mask=inputs["audio_mask"])
         table = self.llm.get_input_embeddings().weight
-        reads = [self.ctc_head.read(states[k][b][inputs["audio_mask"][b]], table, self.tokenizer)
+        contexts = inputs.get("contexts") or [None] * inputs["inputs_embeds"].shape[0]
+        reads = [self.ctc_head.read(states[k][b][inputs["audio_mask"][b]], table, self.tokenizer, contexts[b])
                  for b in range(inputs["inputs_embeds"].shape[0])]
         return [(ids, score) for ids, _, score in reads]
 
@@ -820,9 +823,11 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         from a CTC decoding config): ``strategy: greedy`` (argmax path) or ``beam_batch`` (NeMo's batched CTC beam
         search; ``beam``: ``beam_size``, ``ngram_lm_model`` (an ARPA file over the head's characters,
         ``parts.char_lm``; kept inside the ``.nemo``), ``ngram_lm_alpha``, ``beam_beta`` (bonus per character),
-        ``beam_threshold``, ``blank_collapse``)."""
+        ``beam_threshold``, ``blank_collapse``; context biasing: ``boosting_tree_alpha`` > 0 boosts the words of the
+        context each spoken question comes with, by NeMo's phrase-boosting tree with ``boosting_tree`` settings,
+        ``modules.ctc_beam.CTCBeamDecoder``)."""
         from nemo_aura.modules.ctc_beam import CTCBeamDecoder
-        from nemo_aura.modules.vocab_ctc import ALPHABET
+        from nemo_aura.modules.vocab_ctc import ALPHABET, text_to_labels
 
         dcfg = OmegaConf.create(plain_dict(ctc_decoding) if ctc_decoding is not None else {})
         strategy = str(dcfg.get("strategy", "greedy"))
@@ -848,6 +853,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                 lm_alpha=float(beam.get("ngram_lm_alpha", 1.0)), beam_beta=float(beam.get("beam_beta", 0.0)),
                 beam_threshold=float(beam.get("beam_threshold", 20.0)),
                 blank_collapse=float(beam.get("blank_collapse", 0.99)),
+                boosting_tree_alpha=float(beam.get("boosting_tree_alpha") or 0.0),
+                boosting_tree=plain_dict(beam.get("boosting_tree")), text_to_labels=text_to_labels,
             )
         if head is not None and hasattr(head, "beam_decoder"):
             head.beam_decoder = decoder

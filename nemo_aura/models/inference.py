@@ -122,7 +122,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         **generation_kwargs: Any,
     ) -> list[str]:
         """Answer (``task="qa"``, with optional text ``contexts``), transcribe (``task="asr"``), or answer text
-        ``questions`` about each audio; one string per item.
+        ``questions`` about each audio; one string per item. A character-CTC model whose ``ctc_decoding`` biases
+        (``beam.boosting_tree_alpha`` > 0) boosts the words of each item's context in its read, for either task.
 
         ``audio``: a list of items (paths, 1-D arrays/tensors, or 2-D ones holding one multi-channel recording
         in either layout, downmixed), one item, or a padded (B, T) array/tensor (one item per row) with optional
@@ -155,10 +156,12 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                 torch.manual_seed(int(seed))
             transcripts = task == "asr" and prompts is None and questions is None
             reader = self._reader_messages(len(waves), prompts, task, contexts, questions)
+            about = _per_item(contexts, len(waves), "contexts") if contexts is not None else None
             if reader is not None:
-                return [ids for ids, _ in self._answer_spoken_with_reader(waves, reader, batch_size or len(waves), options)]
+                return [ids for ids, _ in self._answer_spoken_with_reader(waves, reader, batch_size or len(waves), options,
+                                                                          contexts=about)]
             return [ids for ids, _ in self._generate_items(waves, messages, batch_size or len(waves), options,
-                                                           transcripts=transcripts)]
+                                                           transcripts=transcripts, contexts=about)]
 
     def _generation_options(self, max_new_tokens: int | None, kwargs: dict) -> dict:
         """cfg.generation defaults < explicit arguments; greedy unless sampling is asked for."""
@@ -171,17 +174,19 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_items(
         self, waves: list[Tensor], messages: list[str], batch_size: int, options: dict, with_scores: bool = False,
-        transcripts: bool = False,
+        transcripts: bool = False, contexts: list[str | None] | None = None,
     ) -> list[tuple[list[int], float | None]]:
         """Batches of ``batch_size`` items; audio over ``max_audio_samples`` (only reached with
-        ``long_audio: chunk``) is cut into pieces whose outputs are joined."""
+        ``long_audio: chunk``) is cut into pieces whose outputs are joined. ``contexts``: the text each item is
+        about, for a CTC read that biases towards its words."""
         limit = self.max_audio_samples
         pieces = [(i, w[s : s + limit], m) for i, (w, m) in enumerate(zip(waves, messages)) for s in range(0, w.numel(), limit)]
         outs = []
         for b in range(0, len(pieces), batch_size):
             chunk = pieces[b : b + batch_size]
+            about = [contexts[i] for i, _, _ in chunk] if contexts is not None else None
             outs += self._generate_batch([w for _, w, _ in chunk], [m for _, _, m in chunk], options, with_scores,
-                                         transcripts)
+                                         transcripts, about)
         joined: list[tuple[list[int], float | None]] = [([], 0.0 if with_scores else None) for _ in waves]
         for (i, _, _), (ids, score) in zip(pieces, outs):
             joined[i] = (joined[i][0] + ids, None if score is None else joined[i][1] + score)
@@ -189,7 +194,7 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
 
     def _generate_batch(
         self, waves: list[Tensor], messages: list[str], options: dict, with_scores: bool = False,
-        transcripts: bool = False,
+        transcripts: bool = False, contexts: list[str | None] | None = None,
     ) -> list[tuple[list[int], float | None]]:
         """One left-padded batch through ``llm.generate``: (new ids cut at the first stop token, log-prob sum).
         ``transcripts`` (the asr task's own prompt): with ``reading.span: vocab`` the CTC tokens are returned as
@@ -205,6 +210,8 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
             inputs, pooled = self.collapse_audio_span(inputs)
             replaced = self.replaced_span_states(inputs["audio_mask"], pooled)
         elif self.reading_span == "vocab":  # the CTC head's tokens in place of the audio, read as text
+            if contexts is not None:
+                inputs = {**inputs, "contexts": contexts}
             if transcripts:  # the tokens are the transcript: the instruct LLM need not copy them
                 return [(ids.tolist(), score if with_scores else None) for ids, score in self.vocab_span_tokens(inputs)]
             inputs, _ = self.read_span_as_tokens(inputs)
@@ -230,12 +237,14 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         return [(r, float(logprobs[i, : len(r)].sum())) for i, r in enumerate(rows)]
 
     def _answer_spoken_with_reader(self, waves: list[Tensor], reader_messages: list[str], batch_size: int, options: dict,
-                                   with_scores: bool = False) -> list[tuple[list[int], float | None]]:
+                                   with_scores: bool = False, contexts: list[str | None] | None = None,
+                                   ) -> list[tuple[list[int], float | None]]:
         """A vocab model with a reader: each item's transcript (the CTC read under the model's own ASR prompt, as
         ``transcribe`` writes it: what the reader was trained on) goes into its reader message's audio slot, and the
         reader answers those text prompts (``parts.reader``)."""
         asr = [self.prompts.user_message("asr")] * len(waves)
-        texts = [self.decode_ids(ids) for ids, _ in self._generate_items(waves, asr, batch_size, options, transcripts=True)]
+        read = self._generate_items(waves, asr, batch_size, options, transcripts=True, contexts=contexts)
+        texts = [self.decode_ids(ids) for ids, _ in read]
         tag = self.cfg.audio_locator_tag
         messages = [m.replace(tag, t) for m, t in zip(reader_messages, texts)]
         out = []

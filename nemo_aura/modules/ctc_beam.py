@@ -6,12 +6,18 @@ ARPA) does the search; this module adapts it to one audio span of the character 
 - runs of frames where the blank is near-certain are cut to one frame (``blank_collapse``): they cannot change any
   hypothesis, but each costs a full LM step; one is kept so that a repeated character stays two characters;
 - the LM's next-token scores are cached per LM state (``CachedNGramLM``): NeMo's PyTorch fallback walks the backoff
-  chain for every hypothesis at every frame, while the states a beam visits repeat across frames and utterances.
+  chain for every hypothesis at every frame, while the states a beam visits repeat across frames and utterances;
+- context biasing: the words of the text a question is asked about (``context``) and any fixed key phrases are
+  boosted by NeMo's phrase-boosting tree (``GPUBoostingTreeModel``, fused beside the LM as NeMo's GPU-PB does). A
+  speaker asking about a passage says its names, and the names a character LM has never seen are the words the read
+  spells worst; one tree per distinct phrase set, built in milliseconds and cached.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -66,13 +72,42 @@ def collapse_blank_runs(log_probs: Tensor, blank_threshold: float) -> Tensor:
     return log_probs[~repeated]
 
 
+def context_phrases(context: str | None, min_chars: int = 3) -> list[str]:
+    """The distinct words of ``context`` with at least ``min_chars`` letters or digits, in order of first use,
+    stripped of the punctuation around them ("Volkov's" -> "Volkov"): what a question about the context may say."""
+    if not context:
+        return []
+    seen: dict[str, None] = {}
+    for word in context.split():
+        word = re.sub(r"('s|'|\u2019s)$", "", word.strip(".,;:!?\"()[]{}"))
+        if sum(ch.isalnum() for ch in word) >= min_chars:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+class _LabelTokenizer:
+    """The part of NeMo's ``TokenizerSpec`` that ``GPUBoostingTreeModel.from_config`` uses, over the head's labels."""
+
+    def __init__(self, text_to_labels: Callable[[str], list[int]], vocab_size: int):
+        self.text_to_ids, self.vocab_size = text_to_labels, vocab_size
+
+
 class CTCBeamDecoder:
     """One audio span's CTC log-probs -> its best label sequence by beam search, optionally fused with an n-gram LM
     over the same labels (``lm_path``: ARPA written by ``nemo_aura.parts.char_lm`` or KenLM over ``chr(id + 100)``)."""
 
+    #: Context-biasing trees kept (the own and the control question of a multi-fact item share a context).
+    max_trees = 16
+
     def __init__(self, num_labels: int, beam_size: int = 8, lm_path: str | Path | None = None,
                  lm_alpha: float = 1.0, beam_beta: float = 0.0, beam_threshold: float = 20.0,
-                 blank_collapse: float = 0.99):
+                 blank_collapse: float = 0.99, boosting_tree_alpha: float = 0.0, boosting_tree: dict | None = None,
+                 text_to_labels: Callable[[str], list[int]] | None = None):
+        """``boosting_tree_alpha`` > 0 boosts phrases (0: off): ``boosting_tree`` holds NeMo's
+        ``BoostingTreeModelConfig`` fields (``context_score``, ``depth_scaling``, ``key_phrases_list``: phrases
+        boosted in every utterance, ...) and ours: ``from_context`` (default true: the words of the context passed
+        with each utterance) and ``min_chars`` (3: shorter words are the LM's business). ``text_to_labels`` spells a
+        phrase in the head's labels."""
         from nemo.collections.asr.parts.submodules.ctc_batched_beam_decoding import BatchedBeamCTCComputer
 
         if beam_size < 1:
@@ -92,17 +127,67 @@ class CTCBeamDecoder:
                                  f"{first[:40]!r}, expected '\\data\\')")
             self.lm = CachedNGramLM(NGramGPULanguageModel.from_file(lm_path, vocab_size=num_labels,
                                                                    use_triton=False))
+        self.lm_alpha = lm_alpha
+        self.boosting_tree_alpha = float(boosting_tree_alpha or 0.0)
+        self.boosting_tree = dict(boosting_tree or {})
+        unknown = set(self.boosting_tree) - BOOSTING_TREE_KEYS
+        if unknown:
+            raise ValueError(f"ctc_decoding.beam.boosting_tree: unknown keys {sorted(unknown)}; known: "
+                             f"{sorted(BOOSTING_TREE_KEYS)}")
+        if self.boosting_tree_alpha < 0:
+            raise ValueError(f"ctc_decoding.beam.boosting_tree_alpha must be >= 0, got {boosting_tree_alpha}")
+        if self.boosting_tree_alpha and text_to_labels is None:
+            raise ValueError("context biasing needs text_to_labels: how a phrase is spelt in the head's labels")
+        self.text_to_labels = text_to_labels
+        self._trees: OrderedDict[tuple[str, ...], CachedNGramLM] = OrderedDict()
         self.computer = BatchedBeamCTCComputer(
             blank_index=num_labels, beam_size=beam_size, fusion_models=[self.lm] if self.lm else None,
             fusion_models_alpha=[lm_alpha] if self.lm else None, beam_beta=beam_beta, beam_threshold=beam_threshold,
             allow_cuda_graphs=False,
         )
 
+    def phrases_for(self, context: str | None) -> tuple[str, ...]:
+        """What is boosted for an utterance asked about ``context``: the fixed key phrases and the context's words
+        (none while ``boosting_tree_alpha`` is 0)."""
+        if not self.boosting_tree_alpha:
+            return ()
+        fixed = [str(p) for p in self.boosting_tree.get("key_phrases_list") or []]
+        own = context_phrases(context, int(self.boosting_tree.get("min_chars", 3))) \
+            if self.boosting_tree.get("from_context", True) else []
+        spelt = [p for p in dict.fromkeys(fixed + own) if self.text_to_labels(p)]
+        return tuple(spelt)
+
+    def _tree(self, phrases: tuple[str, ...]) -> CachedNGramLM:
+        from nemo.collections.asr.parts.context_biasing.boosting_graph_batched import (
+            BoostingTreeModelConfig, GPUBoostingTreeModel)
+
+        if phrases not in self._trees:
+            nemo_keys = {k: v for k, v in self.boosting_tree.items() if k in NEMO_BOOSTING_TREE_KEYS}
+            cfg = BoostingTreeModelConfig(**{**nemo_keys, "key_phrases_list": list(phrases), "use_triton": False})
+            tokenizer = _LabelTokenizer(self.text_to_labels, self.num_labels)
+            self._trees[phrases] = CachedNGramLM(GPUBoostingTreeModel.from_config(cfg, tokenizer=tokenizer))
+        self._trees.move_to_end(phrases)
+        while len(self._trees) > self.max_trees:
+            self._trees.popitem(last=False)
+        return self._trees[phrases]
+
     @torch.no_grad()
-    def __call__(self, log_probs: Tensor) -> tuple[Tensor, float]:
-        """(T, num_labels + 1) log-probs (blank last) -> (labels of the best hypothesis, its score)."""
+    def __call__(self, log_probs: Tensor, context: str | None = None) -> tuple[Tensor, float]:
+        """(T, num_labels + 1) log-probs (blank last) -> (labels of the best hypothesis, its score); ``context``:
+        the text the utterance is about, whose words are boosted when context biasing is on."""
         frames = collapse_blank_runs(log_probs.float(), self.blank_collapse)[None]
+        phrases = self.phrases_for(context)
+        models, alphas = ([self.lm], [self.lm_alpha]) if self.lm else ([], [])
+        if phrases:
+            models, alphas = models + [self._tree(phrases)], alphas + [self.boosting_tree_alpha]
+        self.computer.fusion_models, self.computer.fusion_models_alpha = (models, alphas) if models else (None, None)
         hyps = self.computer(frames, torch.tensor([frames.shape[1]], device=frames.device))
         best = hyps.to_hyps_list(score_norm=False)[0]
         labels = torch.as_tensor(best.y_sequence, dtype=torch.long).flatten().cpu()
         return labels[(labels >= 0) & (labels < self.num_labels)], float(best.score)
+
+
+#: NeMo's ``BoostingTreeModelConfig`` fields a model config may set (the phrases themselves come per utterance).
+NEMO_BOOSTING_TREE_KEYS = frozenset({"key_phrases_list", "context_score", "depth_scaling", "unk_score",
+                                     "score_per_phrase", "uniform_weights"})
+BOOSTING_TREE_KEYS = NEMO_BOOSTING_TREE_KEYS | {"from_context", "min_chars"}

@@ -118,8 +118,9 @@ class VocabCTCHead(nn.Module):
         best, score = greedy_path(self.logits(states.unsqueeze(0), embeddings)[0])
         return (self.token_ids[best] if self.has_vocabulary else best), score
 
-    def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
-        """(N, D) states of one audio span -> (LLM token ids, text, log-prob) of its greedy path."""
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None) -> tuple[Tensor, str, float]:
+        """(N, D) states of one audio span -> (LLM token ids, text, log-prob) of its greedy path (``context`` is
+        unused: only the character head's beam search biases)."""
         ids, score = self.greedy_tokens(states, embeddings)
         return ids, tokenizer.ids_to_text(ids.tolist()) if len(ids) else "", score
 
@@ -133,6 +134,11 @@ def fold_to_alphabet(text: str) -> str:
     """The characters of ``text`` the character head can write: NFKD-folded, non-ASCII dropped, spaces single."""
     folded = unicodedata.normalize("NFKD", " ".join(text.split())).encode("ascii", "ignore").decode("ascii")
     return " ".join("".join(ch for ch in folded if ch in ALPHABET).split())
+
+
+def text_to_labels(text: str) -> list[int]:
+    """The character head's class indices spelling ``text`` (folded to its alphabet first)."""
+    return [ALPHABET.index(ch) for ch in fold_to_alphabet(text)]
 
 
 def labels_to_text(labels: Tensor) -> str:
@@ -184,15 +190,19 @@ class CharacterCTCHead(nn.Module):
         return loss / target_lens.sum().clamp(min=1)
 
     @torch.no_grad()
-    def decode_text(self, states: Tensor) -> tuple[str, float]:
-        """(N, D) states of one audio span -> its CTC text and score: the beam decoder's best (with its LM) when the
-        model set one, else the greedy path and its log-probability."""
+    def decode_text(self, states: Tensor, context: str | None = None) -> tuple[str, float]:
+        """(N, D) states of one audio span -> its CTC text and score: the beam decoder's best (with its LM, and
+        ``context``'s words boosted where it biases) when the model set one, else the greedy path and its
+        log-probability."""
         logits = self.logits(states.unsqueeze(0))[0]
-        labels, score = greedy_path(logits) if self.beam_decoder is None else self.beam_decoder(logits.log_softmax(-1))
+        if self.beam_decoder is None:
+            labels, score = greedy_path(logits)
+        else:
+            labels, score = self.beam_decoder(logits.log_softmax(-1), context=context)
         return labels_to_text(labels), score
 
-    def read(self, states: Tensor, embeddings: Tensor, tokenizer) -> tuple[Tensor, str, float]:
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None) -> tuple[Tensor, str, float]:
         """(N, D) states of one audio span -> (LLM token ids, text, score): its decoded text, tokenized as the LLM
-        tokenizes any text."""
-        text, score = self.decode_text(states)
+        tokenizes any text; ``context``: the text the utterance is about (context biasing)."""
+        text, score = self.decode_text(states, context)
         return torch.tensor(tokenizer.text_to_ids(text) if text else [], dtype=torch.long), text, score

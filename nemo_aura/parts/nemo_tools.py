@@ -18,6 +18,7 @@ scripts need nothing.
 from __future__ import annotations
 
 from dataclasses import is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -133,8 +134,8 @@ def reads_characters(model) -> bool:
 def ctc_read_decoding(decoding_cfg: Any, current: Any = None) -> dict:
     """A NeMo CTC decoding config as ``AuRAModel.set_ctc_decoding``'s: greedy strategies -> greedy; beam strategies
     -> ``beam_batch`` with ``beam.beam_size`` and NeMo's ``beam_batch`` fields (``ngram_lm_model``,
-    ``ngram_lm_alpha``, ``beam_beta``, ``beam_threshold``); a field left unset keeps ``current``'s (the model's own
-    LM and tuning)."""
+    ``ngram_lm_alpha``, ``beam_beta``, ``beam_threshold``, ``boosting_tree_alpha``, ``boosting_tree``); a field
+    left unset keeps ``current``'s (the model's own LM, tuning and context biasing)."""
     cfg = plain_dict(decoding_cfg)
     strategy = str(cfg.get("strategy") or "greedy")
     own = plain_dict(plain_dict(current).get("beam"))
@@ -145,11 +146,38 @@ def ctc_read_decoding(decoding_cfg: Any, current: Any = None) -> dict:
                          f"decoded greedy ({GREEDY}) or by beam search ({BEAM})")
     beam = plain_dict(cfg.get("beam"))
     out = {}
-    for key in ("beam_size", "ngram_lm_model", "ngram_lm_alpha", "beam_beta", "beam_threshold", "blank_collapse"):
+    for key in ("beam_size", "ngram_lm_model", "ngram_lm_alpha", "beam_beta", "beam_threshold", "blank_collapse",
+                "boosting_tree_alpha"):
         value = beam.get(key) if beam.get(key) is not None else own.get(key)
         if value is not None:
             out[key] = value
+    tree = boosting_tree_settings(beam.get("boosting_tree"))
+    if tree or own.get("boosting_tree"):
+        out["boosting_tree"] = {**plain_dict(own.get("boosting_tree")), **tree}
     return {"strategy": "beam_batch", "beam": out}
+
+
+def boosting_tree_settings(cfg: Any) -> dict:
+    """NeMo's ``beam.boosting_tree`` (``BoostingTreeModelConfig``) as the character read's: the phrase list
+    (``key_phrases_list``, ``key_phrases_file`` one per line, ``key_phrase_items_list``) and the tree's scores;
+    fields left at None are dropped, with them NeMo's defaults that only concern sub-word tokenizers and GPUs."""
+    from nemo_aura.modules.ctc_beam import BOOSTING_TREE_KEYS
+
+    given = {k: v for k, v in plain_dict(cfg).items() if v is not None}
+    if given.get("model_path"):
+        raise ValueError(f"beam.boosting_tree.model_path '{given['model_path']}': a prebuilt boosting tree spells its "
+                         "phrases in another model's tokens; give the phrases (key_phrases_list or key_phrases_file)")
+    phrases = list(given.get("key_phrases_list") or [])
+    if given.get("key_phrases_file"):
+        path = Path(given["key_phrases_file"])
+        if not path.is_file():
+            raise FileNotFoundError(f"beam.boosting_tree.key_phrases_file: '{path}' does not exist")
+        phrases += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    phrases += [plain_dict(item).get("phrase") for item in given.get("key_phrase_items_list") or []]
+    out = {k: v for k, v in given.items() if k in BOOSTING_TREE_KEYS and k != "key_phrases_list"}
+    if phrases:
+        out["key_phrases_list"] = [str(p) for p in phrases if p]
+    return out
 
 
 def check_generation_options(model, options: dict) -> None:

@@ -98,8 +98,9 @@ class System:
         """{"answer": str, "answer_tokens": int (generated, stop token excluded), optional "transcript": str}."""
         raise NotImplementedError
 
-    def transcribe(self, audio: np.ndarray) -> str | None:
-        """A transcript of the audio, if this system can make one (for WER)."""
+    def transcribe(self, audio: np.ndarray, context: str | None = None) -> str | None:
+        """A transcript of the audio, if this system can make one (for WER); ``context``: the text the utterance
+        asks about, which a system that biases its read towards it uses as it does when answering."""
         return None
 
 
@@ -129,8 +130,8 @@ class Cascade(System):
         self._transcripts: dict[str, str] = {}
         self.reuse_transcripts = False  # untimed scorers (hearing) set it: answer() then reuses transcribe()'s memo
 
-    def transcribe(self, audio):
-        """The ASR transcript, memoised by the audio's content: a scorer that answers and transcribes the same
+    def transcribe(self, audio, context=None):
+        """The ASR transcript (the ASR hears no context), memoised by the audio's content: a scorer that answers and transcribes the same
         utterance (or answers it again as another item's control) runs the ASR once."""
         import hashlib
 
@@ -161,8 +162,8 @@ class SpeechModel(System):
             if (self.decoding.get("beam") or {}).get("ngram_lm_model"):  # the model's own copy: a temporary path
                 self.decoding["beam"]["ngram_lm_model"] = Path(self.decoding["beam"]["ngram_lm_model"]).name
 
-    def transcribe(self, audio):
-        return self.model.generate([torch.from_numpy(audio)], task="asr", max_new_tokens=96)[0]
+    def transcribe(self, audio, context=None):
+        return self.model.generate([torch.from_numpy(audio)], task="asr", contexts=[context], max_new_tokens=96)[0]
 
     def answer(self, item, audio, max_new_tokens):
         ids = self.model.generate_ids([torch.from_numpy(audio)], task="qa", contexts=[item.context],

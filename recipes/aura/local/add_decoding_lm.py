@@ -4,14 +4,16 @@
     python recipes/aura/local/add_decoding_lm.py --model exp/default/stage4/aura_encoder_free.nemo \
         --text exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz \
         --text .../mf_train_cuts.jsonl.gz --lm exp/default/stage4/char_lm.arpa \
-        --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 0.6 --beta 1.0 --beam-size 8]
+        --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 0.6 --beta 1.0 --beam-size 8] \
+        [--boost-alpha A --boost-score S]
 
 The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
 supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
 unless that file exists (several models share one LM). The model gets ``ctc_decoding.strategy: beam_batch`` with it
 (``AuRAModel.set_ctc_decoding``: ``cfg.ctc_decoding``; the ARPA file travels inside the ``.nemo``). The defaults were chosen on
 the dev sets (recipes/aura/results/default/HEARING.md): order, beta and beam by dev WER, alpha by what the reader
-answers (0.6; 1.0 had the lowest WER). Both outputs are written to temporary names, then
+answers (0.6; 1.0 had the lowest WER). ``--boost-alpha`` > 0 also boosts the words of the context each spoken
+question comes with (``ctc_decoding.beam.boosting_tree``). Both outputs are written to temporary names, then
 renamed; an existing ``--out`` is kept.
 """
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.6, help="the LM's weight in the beam score")
     p.add_argument("--beta", type=float, default=1.0, help="a bonus per emitted character")
     p.add_argument("--beam-size", type=int, default=8)
+    p.add_argument("--boost-alpha", type=float, default=0.0,
+                   help="context biasing: the weight of the boosted context words (0: off)")
+    p.add_argument("--boost-score", type=float, default=1.0, help="context biasing: the boosting tree's context_score")
     args = p.parse_args(argv)
     if args.out.exists():
         print(f"[lm] {args.out} exists: keeping it")
@@ -73,9 +78,11 @@ def main(argv=None) -> int:
     from nemo_aura.parts.files import write_nemo_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
-    model.set_ctc_decoding({"strategy": "beam_batch", "beam": {
-        "beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
-        "beam_beta": args.beta}})
+    beam = {"beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
+            "beam_beta": args.beta}
+    if args.boost_alpha:
+        beam.update(boosting_tree_alpha=args.boost_alpha, boosting_tree={"context_score": args.boost_score})
+    model.set_ctc_decoding({"strategy": "beam_batch", "beam": beam})
     write_nemo_atomic(args.out, model.save_to)
     print(f"[lm] wrote {args.out}: {args.model} decoding its CTC read by beam search ({args.beam_size}) with {args.lm}")
     return 0

@@ -92,10 +92,10 @@ def main() -> None:
     first = next(iter(sets))
     if args.transcripts and system.uses_audio and not all("transcript" in r for r in rows[first]):
         for set_name in sets:
-            for row, audio in zip(rows[set_name], audios[set_name]):
+            for item, row, audio in zip(sets[set_name], rows[set_name], audios[set_name]):
                 if "transcript" not in row and "error" not in row:
                     try:
-                        row["transcript"] = system.transcribe(audio)
+                        row["transcript"] = system.transcribe(audio, item.context)
                     except Exception as e:  # per item, as the answers
                         row["transcript_error"] = f"{type(e).__name__}: {e}"
             write_predictions(args.out, set_name, rows[set_name])

@@ -94,7 +94,7 @@ def score_item(system, item: QAItem, control: QAItem, audio: dict, max_new_token
            "answer": own, "answer_control": other, "f1": token_f1(own, item.answers),
            "f1_control": token_f1(other, item.answers), "em": exact_match(own, item.answers)}
     if system.uses_audio:
-        row["transcript"] = system.transcribe(audio[item.id])
+        row["transcript"] = system.transcribe(audio[item.id], item.context)
     elif getattr(system, "asr_ceiling", False):  # the topline: the transcription ceiling of a text-like span
         row["transcript"] = system.transcribe_text(item.question)
     return row

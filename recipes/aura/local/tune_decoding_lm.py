@@ -7,8 +7,9 @@
         --orders 6,8 --alphas 0.6,1.0,1.5 --betas 0,1 --beam-sizes 8 --out exp/default/ctc_lm_tuning
 
 The model reads each dev utterance once (its CTC log-probs under its ASR prompt, as ``transcribe`` reads them); then
-every combination of LM order, LM weight (alpha), per-character bonus (beta) and beam size decodes the same
-log-probs. Writes ``results.{json,md}``: corpus WER per dev set (and against the next utterance's transcript) and
+every combination of LM order, LM weight (alpha), per-character bonus (beta), beam size and context-biasing weight
+and score (``--boost-alphas``, ``--boost-scores``: the words of each spoken question's context, a QA cut's
+``custom.context``, boosted by NeMo's phrase-boosting tree; 0 = off) decodes the same log-probs. Writes ``results.{json,md}``: corpus WER per dev set (and against the next utterance's transcript) and
 the mean over the sets, best first; greedy decoding is the first row. Dev sets are Lhotse cuts with transcripts.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alphas", default="1.0")
     p.add_argument("--betas", default="1.0")
     p.add_argument("--beam-sizes", default="8")
+    p.add_argument("--boost-alphas", default="0", help="context-biasing weights (0: none)")
+    p.add_argument("--boost-scores", default="1.0", help="the boosting tree's context_score per character")
     p.add_argument("--limit", type=int, default=None, help="utterances per dev set")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
@@ -70,7 +73,7 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
             seen.clear()
             with torch.no_grad():
                 model.transcribe([torch.as_tensor(audio)], batch_size=1, verbose=False)
-            rows.append({"ref": ref, "log_probs": seen[-1]})
+            rows.append({"ref": ref, "log_probs": seen[-1], "context": (cut.custom or {}).get("context")})
         sets[name] = rows
         print(f"[tune] {name}: {len(rows)} utterances read", flush=True)
     head.logits = logits
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
     from add_decoding_lm import build_lm, transcripts
     from nemo_aura import AuRAModel
     from nemo_aura.modules.ctc_beam import CTCBeamDecoder
-    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead, greedy_path, labels_to_text
+    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead, greedy_path, labels_to_text, text_to_labels
     from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
@@ -104,18 +107,26 @@ def main(argv=None) -> int:
                                          for n, rows in sets.items()}}]
     for order in sorted({int(o) for o in floats(args.orders)}):
         lm = build_lm(texts, order, args.out / f"char_lm_{order}.arpa")
-        for alpha, beta, beam in itertools.product(floats(args.alphas), floats(args.betas), floats(args.beam_sizes)):
-            decoder = CTCBeamDecoder(len(ALPHABET), beam_size=int(beam), lm_path=lm, lm_alpha=alpha, beam_beta=beta)
+        boost_alphas = floats(args.boost_alphas)
+        boosts = ([(0.0, 0.0)] if 0.0 in boost_alphas else []) + [
+            (a, sc) for a in boost_alphas if a for sc in floats(args.boost_scores)]
+        for alpha, beta, beam, (boost, boost_score) in itertools.product(
+                floats(args.alphas), floats(args.betas), floats(args.beam_sizes), boosts):
+            decoder = CTCBeamDecoder(len(ALPHABET), beam_size=int(beam), lm_path=lm, lm_alpha=alpha, beam_beta=beta,
+                                     boosting_tree_alpha=boost, boosting_tree={"context_score": boost_score},
+                                     text_to_labels=text_to_labels)
             start = time.perf_counter()
-            row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam)}
+            row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam),
+                   "boost_alpha": boost, "boost_score": boost_score if boost else None}
             count = 0
             for name, rows in sets.items():
-                row[name] = score(rows, [labels_to_text(decoder(r["log_probs"])[0]) for r in rows])
+                row[name] = score(rows, [labels_to_text(decoder(r["log_probs"], context=r["context"])[0]) for r in rows])
                 count += len(rows)
             row["seconds_per_utterance"] = round((time.perf_counter() - start) / max(count, 1), 4)
             results.append(row)
-            print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)}: " + ", ".join(
-                f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
+            print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
+                  f"{f' x {boost_score:g}' if boost else ''}: " + ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets),
+                  flush=True)
     for row in results:
         row["mean_wer"] = sum(row[n]["wer"] for n in sets) / len(sets)
     results.sort(key=lambda r: (r["decoding"] != "greedy", r["mean_wer"]))
@@ -123,12 +134,14 @@ def main(argv=None) -> int:
                                                   "results": results})
     lines = ["# Beam search with the character LM: dev WER (against the next utterance's transcript)", "",
              f"Model `{args.model}`; LM texts: {', '.join(Path(t).name for t in args.text)}.", "",
-             "| decoding | order | alpha | beta | beam | " + " | ".join(sets) + " | mean | s/utt |",
-             "|---" * (7 + len(sets)) + "|"]
+             "| decoding | order | alpha | beta | beam | context boost (alpha x score) | " + " | ".join(sets) +
+             " | mean | s/utt |", "|---" * (8 + len(sets)) + "|"]
     for r in results:
         cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
         lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
-                     f"{r.get('beam_size', '-')} | " + " | ".join(cells) + f" | {r['mean_wer']:.3f} | "
+                     f"{r.get('beam_size', '-')} | " +
+                     (f"{r['boost_alpha']:g} x {r['boost_score']:g}" if r.get("boost_alpha") else "-") + " | " +
+                     " | ".join(cells) + f" | {r['mean_wer']:.3f} | "
                      f"{r.get('seconds_per_utterance', '-')} |")
     write_text_atomic(args.out / "results.md", "\n".join(lines) + "\n")
     print(f"[tune] wrote {args.out}/results.md")
