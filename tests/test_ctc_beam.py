@@ -122,3 +122,16 @@ def test_context_words_are_boosted_only_for_the_utterance_that_is_asked_about_th
                        text_to_labels=ids)
     with pytest.raises(ValueError, match="boosting_tree_alpha must be >= 0"):
         CTCBeamDecoder(num_labels=len(ALPHA), boosting_tree_alpha=-1.0, text_to_labels=ids)
+
+
+def test_nbest_lists_the_beams_distinct_hypotheses_best_first(tmp_path):
+    lp = frames([{"c": 0.97}, {"_": 0.999}, {"a": 0.97}, {"_": 0.999}, {"b": 0.55, "t": 0.44}, {"_": 0.999}])
+    decoder = CTCBeamDecoder(num_labels=len(ALPHA), beam_size=4, blank_collapse=0.0)
+    found = decoder.nbest(lp)
+    texts = ["".join(ALPHA[i] for i in labels.tolist()) for labels, _ in found]
+    assert texts[:2] == ["cab", "cat"] and len(set(texts)) == len(texts)
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    best, score = decoder(lp)
+    assert torch.equal(best, found[0][0]) and score == pytest.approx(found[0][1])
+    with pytest.raises(ValueError, match="llm_rescoring_weight must be >= 0"):
+        CTCBeamDecoder(num_labels=len(ALPHA), llm_rescoring_weight=-0.1)

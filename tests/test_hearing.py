@@ -580,6 +580,27 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     assert biased.cfg.ctc_decoding.beam.boosting_tree.context_score == 2.0  # kept where the config is silent
     with pytest.raises(ValueError, match="boosting_tree.model_path 'tree.nemo'"):
         biased.change_decoding_strategy({"strategy": "beam_batch", "beam": {"boosting_tree": {"model_path": "tree.nemo"}}})
+    # N-best rescoring by the base LLM: the LLM's log-likelihoods of texts, batched as alone, from the logits of the
+    # user turn that holds them (its closing token included); a rescorer that prefers short texts picks, among the
+    # beam's hypotheses, one no longer than the beam's best.
+    texts = ["one two three", "four", ""]
+    scores = biased.text_log_likelihoods(texts)
+    assert scores == pytest.approx([biased.text_log_likelihoods([t])[0] for t in texts], abs=1e-4)
+    from nemo_aura.parts.prompting import text_generation_prompt
+
+    full = text_generation_prompt(biased.prompts.formatter, "four")
+    empty = text_generation_prompt(biased.prompts.formatter, "")
+    start = next(i for i, (a, b) in enumerate(zip(full.tolist(), empty.tolist())) if a != b)
+    end = len(full) - (len(empty) - start) + 1
+    with biased.llm.disable_adapter():
+        lp = biased.llm(input_ids=full[None, :end]).logits[0].float().log_softmax(-1)
+    assert scores[1] == pytest.approx(float(lp[start - 1 : end - 1].gather(-1, full[start:end, None]).sum()), abs=1e-4)
+    contexts = list(batch["transcripts"])
+    plain_texts = [biased.decode_ids(i) for i in biased.generate_ids(audio, task="asr", contexts=contexts)]
+    biased.change_decoding_strategy({"strategy": "beam_batch", "beam": {"llm_rescoring_weight": 100.0}})
+    biased.text_log_likelihoods = lambda texts: [-float(len(t)) for t in texts]
+    short = [biased.decode_ids(i) for i in biased.generate_ids(audio, task="asr", contexts=contexts)]
+    assert all(len(s) <= len(p) for s, p in zip(short, plain_texts)) and biased.cfg.ctc_decoding.beam.llm_rescoring_weight == 100
     # tune_decoding_lm.py: the greedy row equals the model's greedy reads; the LM rows decode the same log-probs
     from tune_decoding_lm import main as tune
 

@@ -395,3 +395,60 @@ def test_lm_folds_transcribe_each_training_question_with_an_lm_that_never_saw_it
         assert logp(own, item.question) <= logp(other, item.question), item.question
     with pytest.raises(SystemExit, match="decodes without a character LM"):
         HeldOutLMFolds(SimpleNamespace(cfg=OmegaConf.create({})), [str(cuts)], 2, tmp_path, 3)
+
+
+def test_a_context_prompted_cascade_gives_whisper_the_items_context(tiny_llm_dir, tmp_path):
+    """The cascade's counterpart of AuRA's context biasing: Whisper's previous-text prompt is the item's context
+    (its end when too long), memoised per audio and prompt; without the option the context never reaches Whisper."""
+    import torch
+
+    from nemo_aura.scoring.items import QAItem
+    from nemo_aura.scoring.systems import Cascade
+    from nemo_aura.testing import build_tiny_ctc_nemo, build_tiny_whisper_dir, synth_wave
+
+    whisper = build_tiny_whisper_dir(tmp_path / "whisper")
+    prompted = Cascade(str(whisper), str(tiny_llm_dir), asr_max_new_tokens=3, context_prompt=True)
+    plain = Cascade(str(whisper), str(tiny_llm_dir), asr_max_new_tokens=3)
+    seen = []
+    for cascade in (prompted, plain):
+        generate = cascade.asr.model.generate
+        cascade.asr.model.generate = lambda *a, _g=generate, **kw: (seen.append(kw.get("prompt_ids")), _g(*a, **kw))[1]
+    audio = synth_wave(0, 1.0)
+    item = QAItem(id="q", question="where did she move", answers=["oslo"], context="so")
+    prompted.answer(item, audio, 2)
+    plain.answer(item, audio, 2)
+    assert seen[1] is None and seen[0] is not None
+    from transformers import WhisperProcessor
+
+    expected = WhisperProcessor.from_pretrained(whisper).get_prompt_ids("so", return_tensors="pt")
+    assert torch.equal(seen[0], expected)
+    room = prompted.asr.model.config.max_target_positions // 2 - 1  # a longer context keeps its end
+    long = " ".join(f"w{i}" for i in range(4 * room))
+    prompted.transcribe(audio, long)
+    full = WhisperProcessor.from_pretrained(whisper).get_prompt_ids(long, return_tensors="pt")
+    assert len(full) > room and torch.equal(seen[-1], torch.cat([full[:1], full[-(room - 1):]]))
+    calls = len(seen)
+    prompted.transcribe(audio, "so")
+    prompted.transcribe(audio, "so")
+    assert len(seen) == calls + 1  # memoised per audio and prompt
+    with pytest.raises(ValueError, match="only a Whisper directory takes the context as a prompt"):
+        Cascade(str(build_tiny_ctc_nemo(tmp_path / "asr.nemo")), str(tiny_llm_dir), context_prompt=True)
+
+
+def test_hearing_table_names_each_runs_aura_and_with_all_systems_its_references(tmp_path):
+    import json
+
+    from hearing_table import combine
+
+    row = lambda h: {"hearing": h, "f1": h, "items": 2}  # noqa: E731
+    for run, (cascade, aura) in {"plain": (0.5, 0.3), "prompted": (0.6, 0.4)}.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "results.json").write_text(json.dumps(
+            {"paths": {"aura": f"{run}.nemo"}, "sets": {"mf": {"cascade_ft": row(cascade), "aura": row(aura)}}}))
+    assert combine(tmp_path, ["plain", "prompted"])["sets"]["mf"] == {
+        "cascade_ft": row(0.5), "aura_plain": row(0.3), "aura_prompted": row(0.4)}
+    both = combine(tmp_path, ["plain", "prompted"], all_systems=True)
+    assert both["sets"]["mf"]["cascade_ft_prompted"] == row(0.6) and both["paths"] == {"plain": "plain.nemo",
+                                                                                      "prompted": "prompted.nemo"}
+    with pytest.raises(SystemExit, match="missing/results.json does not exist"):
+        combine(tmp_path, ["missing"])

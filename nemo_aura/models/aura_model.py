@@ -640,7 +640,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                                  audio_mask=inputs["audio_mask"])
         table = self.llm.get_input_embeddings().weight
         contexts = inputs.get("contexts") or [None] * inputs["inputs_embeds"].shape[0]
-        reads = [self.ctc_head.read(states[k][b][inputs["audio_mask"][b]], table, self.tokenizer, contexts[b])
+        reads = [self.ctc_head.read(states[k][b][inputs["audio_mask"][b]], table, self.tokenizer, contexts[b],
+                                    self.text_log_likelihoods)
                  for b in range(inputs["inputs_embeds"].shape[0])]
         return [(ids, score) for ids, _, score in reads]
 
@@ -825,7 +826,8 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
         ``parts.char_lm``; kept inside the ``.nemo``), ``ngram_lm_alpha``, ``beam_beta`` (bonus per character),
         ``beam_threshold``, ``blank_collapse``; context biasing: ``boosting_tree_alpha`` > 0 boosts the words of the
         context each spoken question comes with, by NeMo's phrase-boosting tree with ``boosting_tree`` settings,
-        ``modules.ctc_beam.CTCBeamDecoder``)."""
+        ``modules.ctc_beam.CTCBeamDecoder``; ``llm_rescoring_weight`` > 0: the beam's N-best rescored by the base
+        LLM, ``text_log_likelihoods``)."""
         from nemo_aura.modules.ctc_beam import CTCBeamDecoder
         from nemo_aura.modules.vocab_ctc import ALPHABET, text_to_labels
 
@@ -855,6 +857,7 @@ class AuRAModel(ModelPT, AuRAInferenceMixin, NeMoToolsMixin):
                 blank_collapse=float(beam.get("blank_collapse", 0.99)),
                 boosting_tree_alpha=float(beam.get("boosting_tree_alpha") or 0.0),
                 boosting_tree=plain_dict(beam.get("boosting_tree")), text_to_labels=text_to_labels,
+                llm_rescoring_weight=float(beam.get("llm_rescoring_weight") or 0.0),
             )
         if head is not None and hasattr(head, "beam_decoder"):
             head.beam_decoder = decoder

@@ -264,6 +264,27 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
                                     **options)
             return self._generated_rows(out, out.sequences[:, input_ids.shape[1]:], stops, with_scores)
 
+    @torch.no_grad()
+    def text_log_likelihoods(self, texts: list[str]) -> list[float]:
+        """Each text's log-probability as a user turn under the base LLM (adapters off), its end-of-turn token
+        included (a cut-off hypothesis pays for it): the LLM's judgement of the CTC read's N-best
+        (``ctc_decoding.beam.llm_rescoring_weight``). It knows words and names the read's character LM never saw."""
+        fmt = self.prompts.formatter
+        empty = text_generation_prompt(fmt, "").tolist()
+        rows, spans = [], []
+        for text in texts:
+            full = text_generation_prompt(fmt, text).tolist()
+            start = next((i for i, (a, b) in enumerate(zip(full, empty)) if a != b), min(len(full), len(empty)))
+            end = len(full) - (len(empty) - start) + 1  # the text and the token that closes the turn
+            rows.append(torch.tensor(full[:end]))
+            spans.append((start, end))
+        ids = right_pad(rows, self.pad_id).to(self.device)
+        mask = (torch.arange(ids.shape[1])[None] < torch.tensor([len(r) for r in rows])[:, None]).long().to(self.device)
+        base = self.llm.disable_adapter() if hasattr(self.llm, "disable_adapter") else nullcontext()
+        with base, self.audio_span.positions(None):
+            log_probs = self.llm(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        return [float(log_probs[b, s - 1 : e - 1].gather(-1, ids[b, s:e, None]).sum()) for b, (s, e) in enumerate(spans)]
+
     def _reader_messages(self, n: int, prompts, task: str, contexts, questions) -> list[str] | None:
         """The reader's messages (the audio tag in its transcript slot) when it answers: a vocab model with a reader,
         the qa task on its own templates; None otherwise (custom prompts and text questions stay the model's own)."""

@@ -102,12 +102,13 @@ class CTCBeamDecoder:
     def __init__(self, num_labels: int, beam_size: int = 8, lm_path: str | Path | None = None,
                  lm_alpha: float = 1.0, beam_beta: float = 0.0, beam_threshold: float = 20.0,
                  blank_collapse: float = 0.99, boosting_tree_alpha: float = 0.0, boosting_tree: dict | None = None,
-                 text_to_labels: Callable[[str], list[int]] | None = None):
+                 text_to_labels: Callable[[str], list[int]] | None = None, llm_rescoring_weight: float = 0.0):
         """``boosting_tree_alpha`` > 0 boosts phrases (0: off): ``boosting_tree`` holds NeMo's
         ``BoostingTreeModelConfig`` fields (``context_score``, ``depth_scaling``, ``key_phrases_list``: phrases
         boosted in every utterance, ...) and ours: ``from_context`` (default true: the words of the context passed
         with each utterance) and ``min_chars`` (3: shorter words are the LM's business). ``text_to_labels`` spells a
-        phrase in the head's labels."""
+        phrase in the head's labels. ``llm_rescoring_weight`` > 0: the head rescores the beam's N-best with the
+        LLM (``CharacterCTCHead.decode_text``)."""
         from nemo.collections.asr.parts.submodules.ctc_batched_beam_decoding import BatchedBeamCTCComputer
 
         if beam_size < 1:
@@ -128,6 +129,9 @@ class CTCBeamDecoder:
             self.lm = CachedNGramLM(NGramGPULanguageModel.from_file(lm_path, vocab_size=num_labels,
                                                                    use_triton=False))
         self.lm_alpha = lm_alpha
+        self.llm_rescoring_weight = float(llm_rescoring_weight or 0.0)
+        if self.llm_rescoring_weight < 0:
+            raise ValueError(f"ctc_decoding.beam.llm_rescoring_weight must be >= 0, got {llm_rescoring_weight}")
         self.boosting_tree_alpha = float(boosting_tree_alpha or 0.0)
         self.boosting_tree = dict(boosting_tree or {})
         unknown = set(self.boosting_tree) - BOOSTING_TREE_KEYS
@@ -172,19 +176,33 @@ class CTCBeamDecoder:
         return self._trees[phrases]
 
     @torch.no_grad()
-    def __call__(self, log_probs: Tensor, context: str | None = None) -> tuple[Tensor, float]:
-        """(T, num_labels + 1) log-probs (blank last) -> (labels of the best hypothesis, its score); ``context``:
-        the text the utterance is about, whose words are boosted when context biasing is on."""
+    def _search(self, log_probs: Tensor, context: str | None):
         frames = collapse_blank_runs(log_probs.float(), self.blank_collapse)[None]
         phrases = self.phrases_for(context)
         models, alphas = ([self.lm], [self.lm_alpha]) if self.lm else ([], [])
         if phrases:
             models, alphas = models + [self._tree(phrases)], alphas + [self.boosting_tree_alpha]
         self.computer.fusion_models, self.computer.fusion_models_alpha = (models, alphas) if models else (None, None)
-        hyps = self.computer(frames, torch.tensor([frames.shape[1]], device=frames.device))
-        best = hyps.to_hyps_list(score_norm=False)[0]
-        labels = torch.as_tensor(best.y_sequence, dtype=torch.long).flatten().cpu()
-        return labels[(labels >= 0) & (labels < self.num_labels)], float(best.score)
+        return self.computer(frames, torch.tensor([frames.shape[1]], device=frames.device))
+
+    def _labels(self, hyp) -> Tensor:
+        labels = torch.as_tensor(hyp.y_sequence, dtype=torch.long).flatten().cpu()
+        return labels[(labels >= 0) & (labels < self.num_labels)]
+
+    def __call__(self, log_probs: Tensor, context: str | None = None) -> tuple[Tensor, float]:
+        """(T, num_labels + 1) log-probs (blank last) -> (labels of the best hypothesis, its score); ``context``:
+        the text the utterance is about, whose words are boosted when context biasing is on."""
+        best = self._search(log_probs, context).to_hyps_list(score_norm=False)[0]
+        return self._labels(best), float(best.score)
+
+    def nbest(self, log_probs: Tensor, context: str | None = None) -> list[tuple[Tensor, float]]:
+        """The beam's distinct hypotheses as (labels, score), best first (for rescoring)."""
+        found = self._search(log_probs, context).to_nbest_hyps_list(score_norm=False)[0].n_best_hypotheses
+        out: dict[tuple[int, ...], tuple[Tensor, float]] = {}
+        for hyp in sorted(found, key=lambda h: -float(h.score)):
+            labels = self._labels(hyp)
+            out.setdefault(tuple(labels.tolist()), (labels, float(hyp.score)))
+        return list(out.values())
 
 
 #: NeMo's ``BoostingTreeModelConfig`` fields a model config may set (the phrases themselves come per utterance).

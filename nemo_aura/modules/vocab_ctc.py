@@ -118,9 +118,10 @@ class VocabCTCHead(nn.Module):
         best, score = greedy_path(self.logits(states.unsqueeze(0), embeddings)[0])
         return (self.token_ids[best] if self.has_vocabulary else best), score
 
-    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None) -> tuple[Tensor, str, float]:
-        """(N, D) states of one audio span -> (LLM token ids, text, log-prob) of its greedy path (``context`` is
-        unused: only the character head's beam search biases)."""
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None,
+             rescorer=None) -> tuple[Tensor, str, float]:
+        """(N, D) states of one audio span -> (LLM token ids, text, log-prob) of its greedy path (``context`` and
+        ``rescorer`` are unused: only the character head's beam search biases and rescores)."""
         ids, score = self.greedy_tokens(states, embeddings)
         return ids, tokenizer.ids_to_text(ids.tolist()) if len(ids) else "", score
 
@@ -190,19 +191,29 @@ class CharacterCTCHead(nn.Module):
         return loss / target_lens.sum().clamp(min=1)
 
     @torch.no_grad()
-    def decode_text(self, states: Tensor, context: str | None = None) -> tuple[str, float]:
+    def decode_text(self, states: Tensor, context: str | None = None, rescorer=None) -> tuple[str, float]:
         """(N, D) states of one audio span -> its CTC text and score: the beam decoder's best (with its LM, and
         ``context``'s words boosted where it biases) when the model set one, else the greedy path and its
-        log-probability."""
+        log-probability. With the decoder's ``llm_rescoring_weight`` > 0 and a ``rescorer`` (texts -> their
+        log-likelihoods under the LLM), the beam's N-best are rescored: beam score + weight x LLM score."""
         logits = self.logits(states.unsqueeze(0))[0]
         if self.beam_decoder is None:
             labels, score = greedy_path(logits)
-        else:
+            return labels_to_text(labels), score
+        weight = getattr(self.beam_decoder, "llm_rescoring_weight", 0.0)
+        if rescorer is None or not weight:
             labels, score = self.beam_decoder(logits.log_softmax(-1), context=context)
-        return labels_to_text(labels), score
+            return labels_to_text(labels), score
+        hyps = self.beam_decoder.nbest(logits.log_softmax(-1), context=context)
+        texts = [labels_to_text(labels) for labels, _ in hyps]
+        totals = [score + weight * llm for (_, score), llm in zip(hyps, rescorer(texts))]
+        best = max(range(len(totals)), key=totals.__getitem__)
+        return texts[best], totals[best]
 
-    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None) -> tuple[Tensor, str, float]:
+    def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None,
+             rescorer=None) -> tuple[Tensor, str, float]:
         """(N, D) states of one audio span -> (LLM token ids, text, score): its decoded text, tokenized as the LLM
-        tokenizes any text; ``context``: the text the utterance is about (context biasing)."""
-        text, score = self.decode_text(states, context)
+        tokenizes any text; ``context``: the text the utterance is about (context biasing); ``rescorer``: see
+        ``decode_text``."""
+        text, score = self.decode_text(states, context, rescorer)
         return torch.tensor(tokenizer.text_to_ids(text) if text else [], dtype=torch.long), text, score

@@ -147,7 +147,7 @@ def ctc_read_decoding(decoding_cfg: Any, current: Any = None) -> dict:
     beam = plain_dict(cfg.get("beam"))
     out = {}
     for key in ("beam_size", "ngram_lm_model", "ngram_lm_alpha", "beam_beta", "beam_threshold", "blank_collapse",
-                "boosting_tree_alpha"):
+                "boosting_tree_alpha", "llm_rescoring_weight"):
         value = beam.get(key) if beam.get(key) is not None else own.get(key)
         if value is not None:
             out[key] = value

@@ -124,24 +124,35 @@ class Cascade(System):
     name = "cascade"
 
     def __init__(self, asr_path: str, llm_dir: str, prompt_format: str = "qwen", asr_max_new_tokens: int = 96,
-                 asr_window_seconds: list[float] | None = None):
+                 asr_window_seconds: list[float] | None = None, context_prompt: bool = False):
+        """``context_prompt``: Whisper is prompted with the item's context (its previous-text prompt), the cascade's
+        counterpart of a CTC read that boosts the context's words."""
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
         self.asr = load_asr(asr_path, asr_max_new_tokens, asr_window_seconds)
+        if context_prompt and not hasattr(self.asr, "batch"):
+            raise ValueError(f"cascade ASR '{asr_path}': only a Whisper directory takes the context as a prompt")
+        self.context_prompt = context_prompt
         self._transcripts: dict[str, str] = {}
         self.reuse_transcripts = False  # untimed scorers (hearing) set it: answer() then reuses transcribe()'s memo
 
+    def _asr(self, audio, context):
+        return self.asr(audio, context) if self.context_prompt and context else self.asr(audio)
+
     def transcribe(self, audio, context=None):
-        """The ASR transcript (the ASR hears no context), memoised by the audio's content: a scorer that answers and transcribes the same
-        utterance (or answers it again as another item's control) runs the ASR once."""
+        """The ASR transcript (prompted with ``context`` where the cascade does that), memoised by the audio's content
+        (and the prompt): a scorer that answers and transcribes the same utterance (or answers it again as another
+        item's control) runs the ASR once."""
         import hashlib
 
-        key = hashlib.sha1(np.ascontiguousarray(audio).tobytes()).hexdigest()
+        prompt = context if self.context_prompt else None
+        key = hashlib.sha1(np.ascontiguousarray(audio).tobytes() + (prompt or "").encode()).hexdigest()
         if key not in self._transcripts:
-            self._transcripts[key] = self.asr(audio)
+            self._transcripts[key] = self._asr(audio, prompt)
         return self._transcripts[key]
 
     def answer(self, item, audio, max_new_tokens):
-        transcript = self.transcribe(audio) if self.reuse_transcripts else self.asr(audio)  # timed: the ASR runs
+        # timed: the ASR runs
+        transcript = self.transcribe(audio, item.context) if self.reuse_transcripts else self._asr(audio, item.context)
         return {**self.llm.answer_with_length(text_message(transcript, item.context), max_new_tokens), "transcript": transcript}
 
 
@@ -270,17 +281,25 @@ def _whisper_asr(path: Path, max_new_tokens: int, window_seconds: list[float] | 
     windows = sorted({min(full, int(w * 16000)) for w in window_seconds or ()} | {full})
 
     @torch.no_grad()
-    def transcribe_batch(audios: list[np.ndarray]) -> list[str]:
+    def transcribe_batch(audios: list[np.ndarray], prompt: str | None = None) -> list[str]:
         # one window for the batch, the shortest that holds its longest audio: sort by length before batching
         window = pick_window(windows, max(len(a) for a in audios)) or full  # longer audio: cut at 30 s, as before
         feats = processor(list(audios), sampling_rate=16000, return_tensors="pt", padding="max_length",
                           max_length=window).input_features
+        extra = {"prompt_ids": prompt_ids(prompt)} if prompt else {}
         with whisper_window(model.model.encoder, window // hop // 2):
-            ids = model.generate(feats, max_new_tokens=max_new_tokens, **options)
+            ids = model.generate(feats, max_new_tokens=max_new_tokens, **options, **extra)
         return [text.strip() for text in processor.batch_decode(ids, skip_special_tokens=True)]
 
-    def transcribe(audio: np.ndarray) -> str:
-        return transcribe_batch([audio])[0]
+    def prompt_ids(text: str) -> torch.Tensor:
+        # Whisper's previous-text prompt: the start-of-previous token, then at most half its context of the text's end
+        ids = processor.get_prompt_ids(" ".join(text.split()), return_tensors="pt")
+        room = model.config.max_target_positions // 2 - 1
+        return ids if len(ids) <= room else torch.cat([ids[:1], ids[-(room - 1):]])
+
+    def transcribe(audio: np.ndarray, prompt: str | None = None) -> str:
+        """``prompt``: text Whisper reads as what was said before (its spelling of names is taken up)."""
+        return transcribe_batch([audio], prompt)[0]
 
     # what it encodes (for tests and reports), and the batched path for transcribing many (``transcribe_all``)
     transcribe.windows, transcribe.model, transcribe.batch = windows, model, transcribe_batch
@@ -326,7 +345,8 @@ def _nemo_asr(path: Path):
 
 def build_system(name: str, paths: dict) -> System:
     """``paths`` holds ``llm_dir``, ``asr``, ``aura``, ``bridge``, ``reader_dir`` as needed by ``name`` (and
-    optionally ``asr_window_seconds`` for the cascade's Whisper, ``cascade_reader_dir`` / ``aura_reader_dir`` /
+    optionally ``asr_window_seconds`` for the cascade's Whisper, ``asr_context_prompt`` (Whisper prompted with
+    the item's context), ``cascade_reader_dir`` / ``aura_reader_dir`` /
     ``bridge_reader_dir`` for the fine-tuned rows' own readers)."""
     def need(key):
         if not paths.get(key):
@@ -336,7 +356,8 @@ def build_system(name: str, paths: dict) -> System:
     if name == "topline":
         return Topline(need("llm_dir"))
     if name == "cascade":
-        return Cascade(need("asr"), need("llm_dir"), asr_window_seconds=paths.get("asr_window_seconds"))
+        return Cascade(need("asr"), need("llm_dir"), asr_window_seconds=paths.get("asr_window_seconds"),
+                       context_prompt=bool(paths.get("asr_context_prompt")))
     if name in ("aura", "bridge"):
         return SpeechModel(need(name), name)
     if name == "aura_text":
@@ -351,7 +372,9 @@ def build_system(name: str, paths: dict) -> System:
             system = Topline(reader)
             system.asr_ceiling = False
         else:  # the reader answers a transcript: Whisper's (windows apply to it only), or a CTC model's text
-            system = Cascade(need(front_end), reader, asr_window_seconds=paths.get("asr_window_seconds"))
+            prompted = bool(paths.get("asr_context_prompt")) and front_end == "asr"
+            system = Cascade(need(front_end), reader, asr_window_seconds=paths.get("asr_window_seconds"),
+                             context_prompt=prompted)
         system.name = name
         return system
     raise ValueError(f"unknown system {name!r}; known: topline, cascade, bridge, aura, aura_text, oracle_repeat, "

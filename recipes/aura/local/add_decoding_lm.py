@@ -5,7 +5,7 @@
         --text exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz \
         --text .../mf_train_cuts.jsonl.gz --lm exp/default/stage4/char_lm.arpa \
         --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 0.6 --beta 1.0 --beam-size 8] \
-        [--boost-alpha A --boost-score S]
+        [--boost-alpha 1 --boost-score 2 --rescoring-weight 0.2]
 
 The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
 supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
@@ -13,7 +13,8 @@ unless that file exists (several models share one LM). The model gets ``ctc_deco
 (``AuRAModel.set_ctc_decoding``: ``cfg.ctc_decoding``; the ARPA file travels inside the ``.nemo``). The defaults were chosen on
 the dev sets (recipes/aura/results/default/HEARING.md): order, beta and beam by dev WER, alpha by what the reader
 answers (0.6; 1.0 had the lowest WER). ``--boost-alpha`` > 0 also boosts the words of the context each spoken
-question comes with (``ctc_decoding.beam.boosting_tree``). Both outputs are written to temporary names, then
+question comes with (``ctc_decoding.beam.boosting_tree``), ``--rescoring-weight`` > 0 rescores the beam's N-best
+with the base LLM (``llm_rescoring_weight``); both chosen by dev WER (recipes/aura/results/default/HEARING.md). Both outputs are written to temporary names, then
 renamed; an existing ``--out`` is kept.
 """
 from __future__ import annotations
@@ -65,9 +66,11 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.6, help="the LM's weight in the beam score")
     p.add_argument("--beta", type=float, default=1.0, help="a bonus per emitted character")
     p.add_argument("--beam-size", type=int, default=8)
-    p.add_argument("--boost-alpha", type=float, default=0.0,
+    p.add_argument("--boost-alpha", type=float, default=1.0,
                    help="context biasing: the weight of the boosted context words (0: off)")
-    p.add_argument("--boost-score", type=float, default=1.0, help="context biasing: the boosting tree's context_score")
+    p.add_argument("--boost-score", type=float, default=2.0, help="context biasing: the boosting tree's context_score")
+    p.add_argument("--rescoring-weight", type=float, default=0.2,
+                   help="the base LLM's weight when the beam's N-best are rescored (0: off)")
     args = p.parse_args(argv)
     if args.out.exists():
         print(f"[lm] {args.out} exists: keeping it")
@@ -82,6 +85,8 @@ def main(argv=None) -> int:
             "beam_beta": args.beta}
     if args.boost_alpha:
         beam.update(boosting_tree_alpha=args.boost_alpha, boosting_tree={"context_score": args.boost_score})
+    if args.rescoring_weight:
+        beam["llm_rescoring_weight"] = args.rescoring_weight
     model.set_ctc_decoding({"strategy": "beam_batch", "beam": beam})
     write_nemo_atomic(args.out, model.save_to)
     print(f"[lm] wrote {args.out}: {args.model} decoding its CTC read by beam search ({args.beam_size}) with {args.lm}")

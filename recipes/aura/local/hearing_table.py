@@ -20,7 +20,9 @@ from score_hearing import plot, to_markdown  # noqa: E402
 from nemo_aura.parts.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 
-def combine(out: Path, runs: list[str]) -> dict:
+def combine(out: Path, runs: list[str], all_systems: bool = False) -> dict:
+    """``all_systems``: every run's other rows too, those after the first run named ``<system>_<run>`` (runs that
+    score one reference system two ways, e.g. the cascade with and without its context prompt)."""
     combined: dict = {"paths": {}, "sets": {}}
     for n, run in enumerate(runs):
         path = out / run / "results.json"
@@ -35,15 +37,19 @@ def combine(out: Path, runs: list[str]) -> dict:
                     rows[f"aura_{run}"] = row
                 elif n == 0:
                     rows[name] = row
+                elif all_systems:
+                    rows[f"{name}_{run}"] = row
     return combined
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--all-systems", action="store_true",
+                   help="keep every run's reference rows, not only the first run's (named <system>_<run>)")
     p.add_argument("runs", nargs="+")
     args = p.parse_args(argv)
-    combined = combine(args.out, args.runs)
+    combined = combine(args.out, args.runs, args.all_systems)
     write_json_atomic(args.out / "results.json", combined)
     write_text_atomic(args.out / "results.md", to_markdown(combined))
     plot(combined, args.out)

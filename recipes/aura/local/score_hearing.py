@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--asr-window-seconds", default="",
                    help="the cascade's Whisper encodes the shortest of these windows that holds the audio instead of "
                         "the padded 30 s (as score_benchmark.py's); empty: 30 s")
+    p.add_argument("--asr-context-prompt", action="store_true",
+                   help="the cascade's Whisper is prompted with each item's context (as a CTC read boosts its words)")
     p.add_argument("--limit", type=int, default=None, help="items per set (pairs kept whole)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
@@ -189,7 +191,7 @@ def plot(results: dict, out: Path) -> None:
 
     sets = list(results["sets"])
     systems = sorted({s for v in results["sets"].values() for s in v})
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(sets) * max(1, len(systems)) / 3, 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 1.4 * len(sets) * max(1, len(systems)) / 3), 3.6))
     width = 0.8 / max(len(systems), 1)
     for k, name in enumerate(systems):
         xs, ys, lo, hi = [], [], [], []
@@ -227,7 +229,8 @@ def main(argv=None) -> dict:
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "reader_dir": args.reader_dir,
              "cascade_reader_dir": args.cascade_reader_dir, "aura_reader_dir": args.aura_reader_dir,
              "bridge": args.bridge, "bridge_reader_dir": args.bridge_reader_dir,
-             "asr_window_seconds": parse_window_seconds(args.asr_window_seconds)}
+             "asr_window_seconds": parse_window_seconds(args.asr_window_seconds),
+             "asr_context_prompt": args.asr_context_prompt}
     (args.out / "systems").mkdir(parents=True, exist_ok=True)
     results = {"paths": paths, "sets": {name: {} for name, _, _ in sets}}
     for name in [s for s in args.systems.split(",") if s]:

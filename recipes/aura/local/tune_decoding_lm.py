@@ -9,8 +9,11 @@
 The model reads each dev utterance once (its CTC log-probs under its ASR prompt, as ``transcribe`` reads them); then
 every combination of LM order, LM weight (alpha), per-character bonus (beta), beam size and context-biasing weight
 and score (``--boost-alphas``, ``--boost-scores``: the words of each spoken question's context, a QA cut's
-``custom.context``, boosted by NeMo's phrase-boosting tree; 0 = off) decodes the same log-probs. Writes ``results.{json,md}``: corpus WER per dev set (and against the next utterance's transcript) and
-the mean over the sets, best first; greedy decoding is the first row. Dev sets are Lhotse cuts with transcripts.
+``custom.context``, boosted by NeMo's phrase-boosting tree; 0 = off) decodes the same log-probs, and each
+``--rescoring-weights`` picks from the beam's N-best by beam score + weight x the base LLM's log-likelihood of the
+hypothesis (``AuRAModel.text_log_likelihoods``; 0 = the beam's best). Writes ``results.{json,md}``: corpus WER per
+dev set (and against the next utterance's transcript) and the mean over the sets, best first; greedy decoding is
+the first row. Dev sets are Lhotse cuts with transcripts.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--beam-sizes", default="8")
     p.add_argument("--boost-alphas", default="0", help="context-biasing weights (0: none)")
     p.add_argument("--boost-scores", default="1.0", help="the boosting tree's context_score per character")
+    p.add_argument("--rescoring-weights", default="0",
+                   help="weights of the base LLM's log-likelihood when the beam's N-best are rescored (0: none)")
     p.add_argument("--limit", type=int, default=None, help="utterances per dev set")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
@@ -100,6 +105,20 @@ def main(argv=None) -> int:
     if not isinstance(getattr(model, "ctc_head", None), CharacterCTCHead):
         raise SystemExit(f"{args.model}: no character CTC head (loss.ctc_vocabulary: characters) to decode")
     sets = dev_log_probs(model, args.dev, args.limit)
+    weights = floats(args.rescoring_weights)
+
+    def nbest(decoder, row) -> list[tuple[str, float, float]]:
+        """(text, beam score, LLM log-likelihood) of the beam's hypotheses (only the best, unscored, without
+        rescoring)."""
+        if not any(weights):
+            labels, beam_score = decoder(row["log_probs"], context=row["context"])
+            return [(labels_to_text(labels), beam_score, 0.0)]
+        hyps = decoder.nbest(row["log_probs"], context=row["context"])
+        texts = [labels_to_text(labels) for labels, _ in hyps]
+        return [(t, s, llm) for t, (_, s), llm in zip(texts, hyps, model.text_log_likelihoods(texts))]
+
+    def pick(hyps, weight: float) -> str:
+        return max(hyps, key=lambda h: h[1] + weight * h[2])[0]
     texts = transcripts(args.text)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -116,17 +135,18 @@ def main(argv=None) -> int:
                                      boosting_tree_alpha=boost, boosting_tree={"context_score": boost_score},
                                      text_to_labels=text_to_labels)
             start = time.perf_counter()
-            row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam),
-                   "boost_alpha": boost, "boost_score": boost_score if boost else None}
-            count = 0
-            for name, rows in sets.items():
-                row[name] = score(rows, [labels_to_text(decoder(r["log_probs"], context=r["context"])[0]) for r in rows])
-                count += len(rows)
-            row["seconds_per_utterance"] = round((time.perf_counter() - start) / max(count, 1), 4)
-            results.append(row)
-            print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
-                  f"{f' x {boost_score:g}' if boost else ''}: " + ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets),
-                  flush=True)
+            found = {name: [nbest(decoder, r) for r in rows] for name, rows in sets.items()}
+            seconds = (time.perf_counter() - start) / max(sum(map(len, sets.values())), 1)
+            for weight in weights:
+                row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam),
+                       "boost_alpha": boost, "boost_score": boost_score if boost else None, "rescoring_weight": weight,
+                       "seconds_per_utterance": round(seconds, 4)}
+                for name, rows in sets.items():
+                    row[name] = score(rows, [pick(hyps, weight) for hyps in found[name]])
+                results.append(row)
+                print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
+                      f"{f' x {boost_score:g}' if boost else ''} rescoring {weight:g}: " +
+                      ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
     for row in results:
         row["mean_wer"] = sum(row[n]["wer"] for n in sets) / len(sets)
     results.sort(key=lambda r: (r["decoding"] != "greedy", r["mean_wer"]))
@@ -134,13 +154,14 @@ def main(argv=None) -> int:
                                                   "results": results})
     lines = ["# Beam search with the character LM: dev WER (against the next utterance's transcript)", "",
              f"Model `{args.model}`; LM texts: {', '.join(Path(t).name for t in args.text)}.", "",
-             "| decoding | order | alpha | beta | beam | context boost (alpha x score) | " + " | ".join(sets) +
-             " | mean | s/utt |", "|---" * (8 + len(sets)) + "|"]
+             "| decoding | order | alpha | beta | beam | context boost (alpha x score) | LLM rescoring | " +
+             " | ".join(sets) + " | mean | s/utt |", "|---" * (9 + len(sets)) + "|"]
     for r in results:
         cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
         lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
                      f"{r.get('beam_size', '-')} | " +
                      (f"{r['boost_alpha']:g} x {r['boost_score']:g}" if r.get("boost_alpha") else "-") + " | " +
+                     (f"{r['rescoring_weight']:g}" if r.get("rescoring_weight") else "-") + " | " +
                      " | ".join(cells) + f" | {r['mean_wer']:.3f} | "
                      f"{r.get('seconds_per_utterance', '-')} |")
     write_text_atomic(args.out / "results.md", "\n".join(lines) + "\n")
