@@ -122,18 +122,28 @@ def predict(model, items: list[Item], cfg: InferConfig) -> None:
 
 def _run(model, batch: list[Item], cfg: InferConfig) -> list[str]:
     """One batch; for qa each line is a spoken question (with its optional ``context``) or, if it has a
-    ``question`` field, a text question about its audio."""
-    # asr keeps the task's own prompt (prompts=None): a reading interface with its own transcription path (the
-    # vocab span's CTC tokens) answers it directly instead of asking the LLM to repeat the audio
-    messages = None if cfg.task == "asr" else [_message(model, it.entry, cfg.task) for it in batch]
-    return model.generate([it.audio for it in batch], prompts=messages, task=cfg.task,
-                          max_new_tokens=cfg.max_new_tokens, **dict(cfg.generation))
-
-
-def _message(model, item: dict, task: str) -> str:
-    if task == "question" or (task == "qa" and item.get("question")):
-        return model.prompts.user_message("question", question=item["question"])
-    return model.prompts.user_message(task, item.get("context") if task == "qa" else None)
+    ``question`` field, a text question about its audio. The model's own paths answer: spoken questions through
+    ``contexts`` (a vocab-span model's reader, and a CTC read that boosts the context's words), text questions
+    through ``questions``; asr keeps the task's own prompt, whose reading interface may transcribe directly (the
+    vocab span's CTC tokens), with a line's ``context`` for the read's biasing."""
+    options = {"max_new_tokens": cfg.max_new_tokens, **dict(cfg.generation)}
+    audio = [it.audio for it in batch]
+    contexts = [it.entry.get("context") for it in batch]
+    if cfg.task == "asr":
+        return model.generate(audio, task="asr", contexts=contexts, **options)
+    asked = [i for i, it in enumerate(batch) if cfg.task == "question" or it.entry.get("question")]
+    spoken = [i for i in range(len(batch)) if i not in set(asked)]
+    out: list[str] = [""] * len(batch)
+    if asked:
+        texts = model.generate([audio[i] for i in asked], questions=[batch[i].entry["question"] for i in asked],
+                               **options)
+        for i, text in zip(asked, texts):
+            out[i] = text
+    if spoken:
+        texts = model.generate([audio[i] for i in spoken], task="qa", contexts=[contexts[i] for i in spoken], **options)
+        for i, text in zip(spoken, texts):
+            out[i] = text
+    return out
 
 
 def write_output(items: list[Item], path: Path) -> None:

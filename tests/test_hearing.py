@@ -2,6 +2,7 @@
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -601,6 +602,23 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
     biased.text_log_likelihoods = lambda texts: [-float(len(t)) for t in texts]
     short = [biased.decode_ids(i) for i in biased.generate_ids(audio, task="asr", contexts=contexts)]
     assert all(len(s) <= len(p) for s, p in zip(short, plain_texts)) and biased.cfg.ctc_decoding.beam.llm_rescoring_weight == 100
+    # benchmarks/ctc_decoding_latency.py: the four decodings of one model side by side on the same utterances
+    import importlib.util
+
+    from nemo_aura.scoring.metrics import wer
+
+    cuts_path = str(tmp_path / "asr" / "cuts.jsonl.gz")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ctc_decoding_latency.py"
+    spec = importlib.util.spec_from_file_location("ctc_decoding_latency", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--nemo", str(tmp_path / "biased.nemo"), "--cuts", cuts_path, "--items", "3", "--repeats", "1",
+                       "--threads", "1", "--out", str(tmp_path / "bench")]) == 0
+    timed = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
+    assert list(timed) == ["greedy", "lm", "lm_boost", "lm_boost_rescored"] and timed["greedy"]["ratio_to_greedy"] == 1.0
+    greedy_read = [model.tokenizer.ids_to_text(i) for i in ids]
+    assert timed["greedy"]["wer"] == pytest.approx(wer(greedy_read, batch["transcripts"]))
+    assert timed["lm_boost"]["wer"] == timed["lm"]["wer"]  # these cuts carry no context: nothing to boost
     # tune_decoding_lm.py: the greedy row equals the model's greedy reads; the LM rows decode the same log-probs
     from tune_decoding_lm import main as tune
 

@@ -101,6 +101,16 @@ def test_a_reader_answers_the_transcript_text_prompts_keep_the_base_llm_and_a_re
     asr_prompt = len(model.prompts.encode(model.prompts.user_message("asr"))[0]) - 1
     assert framed == [asr_prompt, asr_prompt]
     assert [model.generate_ids([a], task="qa", contexts=[c], max_new_tokens=6)[0] for a, c in zip(audio, contexts)] == expected
+    # the command line answers spoken questions through the reader too; a line's text question keeps the model's own
+    from nemo_aura.infer import InferConfig, Item, predict
+
+    entries = [{"audio_filepath": "0.wav", "context": contexts[0]}, {"audio_filepath": "1.wav"},
+               {"audio_filepath": "0.wav", "question": "Is it loud?"}]
+    items = [Item(line=n + 1, entry=e, audio=a) for n, (e, a) in enumerate(zip(entries, audio + audio[:1]))]
+    predict(model, items, InferConfig(model_path="-", manifest="m.json", output="-", task="qa", batch_size=3,
+                                      max_new_tokens=6))
+    assert [it.added["pred_answer"] for it in items[:2]] == [model.decode_ids(ids) for ids in expected]
+    assert items[2].added["pred_answer"] == model.generate(audio[:1], questions=["Is it loud?"], max_new_tokens=6)[0]
     # a random tiny LLM repeats one token whatever adapts it: the answers' log-probs tell the reader from the base LLM
     scored = model._answer_spoken_with_reader(audio, model._reader_messages(2, None, "qa", contexts, None), 2,
                                               {"max_new_tokens": 6, "do_sample": False}, with_scores=True)

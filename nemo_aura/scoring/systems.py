@@ -135,16 +135,22 @@ class Cascade(System):
         self._transcripts: dict[str, str] = {}
         self.reuse_transcripts = False  # untimed scorers (hearing) set it: answer() then reuses transcribe()'s memo
 
+    def _asr_context(self, context):
+        """What the front end hears of the item's context: Whisper's prompt where the cascade prompts it, a speech
+        model's read whatever its decoding does with it (``uses_context``), else nothing."""
+        return context if self.context_prompt or getattr(self.asr, "uses_context", False) else None
+
     def _asr(self, audio, context):
-        return self.asr(audio, context) if self.context_prompt and context else self.asr(audio)
+        context = self._asr_context(context)
+        return self.asr(audio, context) if context else self.asr(audio)
 
     def transcribe(self, audio, context=None):
-        """The ASR transcript (prompted with ``context`` where the cascade does that), memoised by the audio's content
-        (and the prompt): a scorer that answers and transcribes the same utterance (or answers it again as another
-        item's control) runs the ASR once."""
+        """The front end's transcript (with what it hears of ``context``), memoised by the audio's content (and that
+        context): a scorer that answers and transcribes the same utterance (or answers it again as another item's
+        control) runs the ASR once."""
         import hashlib
 
-        prompt = context if self.context_prompt else None
+        prompt = self._asr_context(context)
         key = hashlib.sha1(np.ascontiguousarray(audio).tobytes() + (prompt or "").encode()).hexdigest()
         if key not in self._transcripts:
             self._transcripts[key] = self._asr(audio, prompt)
@@ -334,12 +340,19 @@ def _nemo_asr(path: Path):
     if not hasattr(model, "sample_rate"):  # transcribe() of in-memory audio needs it
         model.sample_rate = int(model.cfg.preprocessor.sample_rate)
 
+    from nemo_aura.models.inference import AuRAInferenceMixin
+
+    reads_context = isinstance(model, AuRAInferenceMixin)  # AuRA or a bridge: its read may boost the context's words
+
     @torch.no_grad()
-    def transcribe(audio: np.ndarray) -> str:
+    def transcribe(audio: np.ndarray, context: str | None = None) -> str:
+        if reads_context:  # the read the model answers from (generate passes the context to it, as transcribe does not)
+            return model.generate([torch.from_numpy(audio.astype(np.float32))], task="asr", contexts=[context])[0]
         out = model.transcribe([audio.astype(np.float32)], batch_size=1, verbose=False)[0]
         return (out.text if hasattr(out, "text") else str(out)).strip()
 
     transcribe.model = model  # e.g. to change its decoding (finetune_text_qa.py --lm-folds)
+    transcribe.uses_context = reads_context
     return transcribe
 
 

@@ -307,6 +307,9 @@ stage5() {
 }
 
 stage6() {
+  # The cascade's Whisper prompted with each item's context: the counterpart of AuRA's and the bridge's context biasing
+  local cascade_prompt=()
+  if [ "${cascade_context_prompt:-no}" = yes ]; then cascade_prompt=(--asr-context-prompt); fi
   local args=(--items "test=$qa_test" --llm-dir "$llm_dir" --asr "$cascade_asr" --aura "$aura_answering"
               --bridge "$bridge_answering" --out "$exp/stage6" --transcripts --reader-dir "$text_qa_reader"
               --systems "${bench_systems:-topline,cascade,bridge,aura,aura_text}"
@@ -314,7 +317,8 @@ stage6() {
   if [ "${front_end_readers:-no}" = yes ]; then args+=(--cascade-reader-dir "$cascade_qa_reader"); fi
   for extra in ${extra_test_manifests:-}; do args+=(--items "$(basename "${extra%%.*}")=$extra"); done
   # shellcheck disable=SC2086
-  "$python" $local/score_benchmark.py "${args[@]}" --asr-window-seconds "$asr_window_seconds" $score_args
+  "$python" $local/score_benchmark.py "${args[@]}" --asr-window-seconds "$asr_window_seconds" "${cascade_prompt[@]}" \
+    $score_args
   local own_readers=()
   if [ "${front_end_readers:-no}" = yes ]; then
     own_readers+=(--cascade-reader-dir "$cascade_qa_reader")
@@ -325,7 +329,7 @@ stage6() {
   "$python" $local/score_hearing.py --set "mf_test=$mf_test" --set "mf_test_seen=$mf_test_seen" \
     --set "closed_book=$qa_test:closed_book" --systems "${hearing_systems:-topline,cascade,oracle_repeat,oracle_collapsed,aura}" --aura "$aura_answering" \
     --bridge "$bridge_answering" --llm-dir "$llm_dir" --asr "$cascade_asr" --asr-window-seconds "$asr_window_seconds" --reader-dir "$text_qa_reader" \
-    "${own_readers[@]}" --out "$exp/stage6/hearing" ${hearing_score_args:-}
+    "${own_readers[@]}" "${cascade_prompt[@]}" --out "$exp/stage6/hearing" ${hearing_score_args:-}
   # The final AuRA as a pretrained model (AuRAModel.from_pretrained): its trainable tensors, config and model card
   # with these scores. Shipping it = copying the directory to nemo_aura/assets/pretrained/.
   # shellcheck disable=SC2086

@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--asr-window-seconds", default="10,20",
                         help="the cascade's Whisper encodes the shortest of these windows that holds the audio instead "
                              "of the padded 30 s (as AuRA's Whisper teacher, conf/model/aura_base.yaml); '' = always 30 s")
+    parser.add_argument("--asr-context-prompt", action="store_true",
+                        help="the cascade's Whisper is prompted with each item's context (the counterpart of a CTC read "
+                             "that boosts the context's words)")
     parser.add_argument("--aura")
     parser.add_argument("--bridge")
     parser.add_argument("--reader-dir", help="the fine-tuned text-QA reader (finetune_text_qa.py): the topline_ft row, "
@@ -194,6 +197,7 @@ def aggregate(workers: dict[str, dict], args) -> dict:
     results["ratios"] = {}
     results["targets"] = {}
     results["cascade_asr_window_seconds"] = getattr(args, "asr_window_seconds", None)
+    results["cascade_context_prompt"] = bool(getattr(args, "asr_context_prompt", False))
     for key, (metric, num, den, bound, op) in TARGETS.items():
         den = results["baselines"].get(den, den)
         r = results["ratios"][key] = pair_ratio(metric, num, den)
@@ -286,6 +290,9 @@ def to_markdown(results: dict) -> str:
     if results.get("cascade_asr_window_seconds"):
         lines.append(f"The cascade's Whisper encodes the shortest window of {results['cascade_asr_window_seconds']} s "
                      "that holds the question (else 30 s), as AuRA's Whisper teacher does.")
+    if results.get("cascade_context_prompt"):
+        lines.append("The cascade's Whisper is prompted with each item's context (its previous-text prompt), as the "
+                     "speech models' CTC reads boost the context's words.")
     if "text_speech_gap" in results:
         lines += ["", f"Text-speech gap (AuRA F1 / {results['baselines']['topline']} F1): " +
                   ", ".join(f"{k}: {v:.3f}" if v is not None else f"{k}: n/a" for k, v in results["text_speech_gap"].items())]
@@ -426,7 +433,8 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     paths = {"llm_dir": args.llm_dir, "asr": args.asr, "aura": args.aura, "bridge": args.bridge,
              "reader_dir": args.reader_dir, "cascade_reader_dir": args.cascade_reader_dir,
-             "asr_window_seconds": parse_window_seconds(args.asr_window_seconds)}
+             "asr_window_seconds": parse_window_seconds(args.asr_window_seconds),
+             "asr_context_prompt": args.asr_context_prompt}
     workers = {}
     for name in [s for s in args.systems.split(",") if s]:
         done = args.out / name / "worker.json"

@@ -18,7 +18,7 @@ reading_overrides=""                        # stage 3, reading=vocab: conf/readi
 ctc_lm=yes                                  # stages 4-5, reading=vocab: AuRA and the bridge decode their CTC read by beam
                                             # search with a character 8-gram LM of the training transcripts (~30 s)
 ctc_lm_args=""                              # stages 4-5: add_decoding_lm.py options (defaults: --alpha 0.6 --beta 1
-                                            # --beam-size 8 --boost-alpha 1 --boost-score 2 --rescoring-weight 0.2)
+                                            # --beam-size 8 --boost-alpha 1 --boost-score 2 --rescoring-weight 0)
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
 text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
@@ -29,6 +29,8 @@ bridge_reading_overrides=""                 # stage 5, bridge, reading=vocab: co
 bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
 bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget
 cascade_asr=$exp_root/models/whisper-base   # stage 6: the cascade's ASR (a Whisper dir or a NeMo .nemo)
+cascade_context_prompt=yes                  # stage 6: Whisper prompted with each item's context (what AuRA's and the
+                                            # bridge's boosted reads get; recipes/aura/results/default/HEARING.md)
 score_args="--sweep-seconds 1,5,10,20,30"   # stage 6: all 150 test items timed and scored (80 before 2026-12-02)
 bench_systems="topline,topline_ft,cascade_ft,bridge,aura,aura_text"   # stage 6: timed side by side (the *_ft rows stand in
                                             # for the raw-LLM baselines in the targets; topline checks AuRA's text ability)
