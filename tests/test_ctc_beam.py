@@ -117,6 +117,7 @@ def test_context_words_are_boosted_only_for_the_utterance_that_is_asked_about_th
                            text_to_labels=ids)
     assert text(fixed(lp)[0]) == "cat"  # a fixed key phrase: every utterance
     assert context_phrases("Dmitri Volkov's cat moved to Oslo.", 4) == ["Dmitri", "Volkov", "moved", "Oslo"]
+    assert context_phrases("Dmitri Volkov's cat moved to Oslo.", 3, capitalized_only=True) == ["Dmitri", "Volkov", "Oslo"]
     with pytest.raises(ValueError, match="boosting_tree: unknown keys \\['context_scor'\\]"):
         CTCBeamDecoder(num_labels=len(ALPHA), boosting_tree_alpha=1.0, boosting_tree={"context_scor": 1.0},
                        text_to_labels=ids)

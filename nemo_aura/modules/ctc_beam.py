@@ -72,15 +72,16 @@ def collapse_blank_runs(log_probs: Tensor, blank_threshold: float) -> Tensor:
     return log_probs[~repeated]
 
 
-def context_phrases(context: str | None, min_chars: int = 3) -> list[str]:
+def context_phrases(context: str | None, min_chars: int = 3, capitalized_only: bool = False) -> list[str]:
     """The distinct words of ``context`` with at least ``min_chars`` letters or digits, in order of first use,
-    stripped of the punctuation around them ("Volkov's" -> "Volkov"): what a question about the context may say."""
+    stripped of the punctuation around them ("Volkov's" -> "Volkov"): what a question about the context may say.
+    ``capitalized_only``: the capitalised ones alone (names, and the words that open a sentence)."""
     if not context:
         return []
     seen: dict[str, None] = {}
     for word in context.split():
         word = re.sub(r"('s|'|\u2019s)$", "", word.strip(".,;:!?\"()[]{}"))
-        if sum(ch.isalnum() for ch in word) >= min_chars:
+        if sum(ch.isalnum() for ch in word) >= min_chars and (not capitalized_only or word[:1].isupper()):
             seen.setdefault(word, None)
     return list(seen)
 
@@ -106,7 +107,7 @@ class CTCBeamDecoder:
         """``boosting_tree_alpha`` > 0 boosts phrases (0: off): ``boosting_tree`` holds NeMo's
         ``BoostingTreeModelConfig`` fields (``context_score``, ``depth_scaling``, ``key_phrases_list``: phrases
         boosted in every utterance, ...) and ours: ``from_context`` (default true: the words of the context passed
-        with each utterance) and ``min_chars`` (3: shorter words are the LM's business). ``text_to_labels`` spells a
+        with each utterance), ``min_chars`` (3: shorter words are the LM's business) and ``capitalized_only``. ``text_to_labels`` spells a
         phrase in the head's labels. ``llm_rescoring_weight`` > 0: the head rescores the beam's N-best with the
         LLM (``CharacterCTCHead.decode_text``)."""
         from nemo.collections.asr.parts.submodules.ctc_batched_beam_decoding import BatchedBeamCTCComputer
@@ -156,7 +157,8 @@ class CTCBeamDecoder:
         if not self.boosting_tree_alpha:
             return ()
         fixed = [str(p) for p in self.boosting_tree.get("key_phrases_list") or []]
-        own = context_phrases(context, int(self.boosting_tree.get("min_chars", 3))) \
+        own = context_phrases(context, int(self.boosting_tree.get("min_chars", 3)),
+                              bool(self.boosting_tree.get("capitalized_only", False))) \
             if self.boosting_tree.get("from_context", True) else []
         spelt = [p for p in dict.fromkeys(fixed + own) if self.text_to_labels(p)]
         return tuple(spelt)
@@ -208,4 +210,4 @@ class CTCBeamDecoder:
 #: NeMo's ``BoostingTreeModelConfig`` fields a model config may set (the phrases themselves come per utterance).
 NEMO_BOOSTING_TREE_KEYS = frozenset({"key_phrases_list", "context_score", "depth_scaling", "unk_score",
                                      "score_per_phrase", "uniform_weights"})
-BOOSTING_TREE_KEYS = NEMO_BOOSTING_TREE_KEYS | {"from_context", "min_chars"}
+BOOSTING_TREE_KEYS = NEMO_BOOSTING_TREE_KEYS | {"from_context", "min_chars", "capitalized_only"}

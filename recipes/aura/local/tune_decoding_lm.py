@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--beam-sizes", default="8")
     p.add_argument("--boost-alphas", default="0", help="context-biasing weights (0: none)")
     p.add_argument("--boost-scores", default="1.0", help="the boosting tree's context_score per character")
+    p.add_argument("--boost-words", default="all", help="which context words are boosted: all, capitalized (or both)")
     p.add_argument("--rescoring-weights", default="0",
                    help="weights of the base LLM's log-likelihood when the beam's N-best are rescored (0: none)")
     p.add_argument("--limit", type=int, default=None, help="utterances per dev set")
@@ -127,25 +128,30 @@ def main(argv=None) -> int:
     for order in sorted({int(o) for o in floats(args.orders)}):
         lm = build_lm(texts, order, args.out / f"char_lm_{order}.arpa")
         boost_alphas = floats(args.boost_alphas)
-        boosts = ([(0.0, 0.0)] if 0.0 in boost_alphas else []) + [
-            (a, sc) for a in boost_alphas if a for sc in floats(args.boost_scores)]
-        for alpha, beta, beam, (boost, boost_score) in itertools.product(
+        words = [w for w in args.boost_words.split(",") if w]
+        if set(words) - {"all", "capitalized"}:
+            raise SystemExit(f"--boost-words {args.boost_words!r}: expected all and/or capitalized")
+        boosts = ([(0.0, 0.0, "all")] if 0.0 in boost_alphas else []) + [
+            (a, sc, w) for a in boost_alphas if a for sc in floats(args.boost_scores) for w in words]
+        for alpha, beta, beam, (boost, boost_score, boost_words) in itertools.product(
                 floats(args.alphas), floats(args.betas), floats(args.beam_sizes), boosts):
             decoder = CTCBeamDecoder(len(ALPHABET), beam_size=int(beam), lm_path=lm, lm_alpha=alpha, beam_beta=beta,
-                                     boosting_tree_alpha=boost, boosting_tree={"context_score": boost_score},
+                                     boosting_tree_alpha=boost, boosting_tree={
+                                         "context_score": boost_score, "capitalized_only": boost_words == "capitalized"},
                                      text_to_labels=text_to_labels)
             start = time.perf_counter()
             found = {name: [nbest(decoder, r) for r in rows] for name, rows in sets.items()}
             seconds = (time.perf_counter() - start) / max(sum(map(len, sets.values())), 1)
             for weight in weights:
                 row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam),
-                       "boost_alpha": boost, "boost_score": boost_score if boost else None, "rescoring_weight": weight,
+                       "boost_alpha": boost, "boost_score": boost_score if boost else None,
+                       "boost_words": boost_words if boost else None, "rescoring_weight": weight,
                        "seconds_per_utterance": round(seconds, 4)}
                 for name, rows in sets.items():
                     row[name] = score(rows, [pick(hyps, weight) for hyps in found[name]])
                 results.append(row)
                 print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
-                      f"{f' x {boost_score:g}' if boost else ''} rescoring {weight:g}: " +
+                      f"{f' x {boost_score:g} ({boost_words})' if boost else ''} rescoring {weight:g}: " +
                       ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
     for row in results:
         row["mean_wer"] = sum(row[n]["wer"] for n in sets) / len(sets)
@@ -160,7 +166,8 @@ def main(argv=None) -> int:
         cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
         lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
                      f"{r.get('beam_size', '-')} | " +
-                     (f"{r['boost_alpha']:g} x {r['boost_score']:g}" if r.get("boost_alpha") else "-") + " | " +
+                     (f"{r['boost_alpha']:g} x {r['boost_score']:g}" + (" (capitalized)" if r.get("boost_words") ==
+                      "capitalized" else "") if r.get("boost_alpha") else "-") + " | " +
                      (f"{r['rescoring_weight']:g}" if r.get("rescoring_weight") else "-") + " | " +
                      " | ".join(cells) + f" | {r['mean_wer']:.3f} | "
                      f"{r.get('seconds_per_utterance', '-')} |")
