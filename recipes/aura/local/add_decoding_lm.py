@@ -5,7 +5,7 @@
         --text exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz \
         --text .../mf_train_cuts.jsonl.gz --lm exp/default/stage4/char_lm.arpa \
         --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 0.6 --beta 1.0 --beam-size 8] \
-        [--boost-alpha 1 --boost-score 2 --rescoring-weight 0]
+        [--boost-alpha 1 --boost-score 2 --boost-words all --rescoring-weight 0]
 
 The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
 supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--boost-alpha", type=float, default=1.0,
                    help="context biasing: the weight of the boosted context words (0: off)")
     p.add_argument("--boost-score", type=float, default=2.0, help="context biasing: the boosting tree's context_score")
+    p.add_argument("--boost-words", choices=["all", "capitalized"], default="all",
+                   help="context biasing: the context's words boosted (capitalized: names and sentence openers)")
     p.add_argument("--rescoring-weight", type=float, default=0.0,
                    help="the base LLM's weight when the beam's N-best are rescored (0: off; 0.2 was best on dev, at "
                         "~0.4 s more per read on 2 CPU cores)")
@@ -86,7 +88,8 @@ def main(argv=None) -> int:
     beam = {"beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
             "beam_beta": args.beta}
     if args.boost_alpha:
-        beam.update(boosting_tree_alpha=args.boost_alpha, boosting_tree={"context_score": args.boost_score})
+        beam.update(boosting_tree_alpha=args.boost_alpha, boosting_tree={
+            "context_score": args.boost_score, "capitalized_only": args.boost_words == "capitalized"})
     if args.rescoring_weight:
         beam["llm_rescoring_weight"] = args.rescoring_weight
     model.set_ctc_decoding({"strategy": "beam_batch", "beam": beam})

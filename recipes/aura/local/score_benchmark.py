@@ -340,8 +340,10 @@ def decoding_summary(decoding: dict) -> str:
     beam = decoding.get("beam") or {}
     lm = (f", character LM (alpha {beam.get('ngram_lm_alpha', 1.0):g}, beta {beam.get('beam_beta', 0.0):g})"
           if beam.get("ngram_lm_model") else "")
-    boost = (f", context words boosted (alpha {beam['boosting_tree_alpha']:g}, score "
-             f"{(beam.get('boosting_tree') or {}).get('context_score', 1.0):g})" if beam.get("boosting_tree_alpha") else "")
+    tree = beam.get("boosting_tree") or {}
+    boost = (f", {'capitalized ' if tree.get('capitalized_only') else ''}context words boosted (alpha "
+             f"{beam['boosting_tree_alpha']:g}, score {tree.get('context_score', 1.0):g})"
+             if beam.get("boosting_tree_alpha") else "")
     rescored = f", N-best rescored by the LLM ({beam['llm_rescoring_weight']:g})" if beam.get("llm_rescoring_weight") else ""
     return f"beam search ({beam.get('beam_size', 8)}){lm}{boost}{rescored}"
 

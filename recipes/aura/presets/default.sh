@@ -18,7 +18,8 @@ reading_overrides=""                        # stage 3, reading=vocab: conf/readi
 ctc_lm=yes                                  # stages 4-5, reading=vocab: AuRA and the bridge decode their CTC read by beam
                                             # search with a character 8-gram LM of the training transcripts (~30 s)
 ctc_lm_args=""                              # stages 4-5: add_decoding_lm.py options (defaults: --alpha 0.6 --beta 1
-                                            # --beam-size 8 --boost-alpha 1 --boost-score 2 --rescoring-weight 0)
+                                            # --beam-size 8 --boost-alpha 1 --boost-score 2 --boost-words all
+                                            # --rescoring-weight 0)
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
 text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
