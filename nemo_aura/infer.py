@@ -131,17 +131,15 @@ def _run(model, batch: list[Item], cfg: InferConfig) -> list[str]:
     contexts = [it.entry.get("context") for it in batch]
     if cfg.task == "asr":
         return model.generate(audio, task="asr", contexts=contexts, **options)
-    asked = [i for i, it in enumerate(batch) if cfg.task == "question" or it.entry.get("question")]
-    spoken = [i for i in range(len(batch)) if i not in set(asked)]
+    asked = [cfg.task == "question" or bool(it.entry.get("question")) for it in batch]
     out: list[str] = [""] * len(batch)
-    if asked:
-        texts = model.generate([audio[i] for i in asked], questions=[batch[i].entry["question"] for i in asked],
-                               **options)
-        for i, text in zip(asked, texts):
-            out[i] = text
-    if spoken:
-        texts = model.generate([audio[i] for i in spoken], task="qa", contexts=[contexts[i] for i in spoken], **options)
-        for i, text in zip(spoken, texts):
+    for text_question in (True, False):
+        rows = [i for i, a in enumerate(asked) if a == text_question]
+        if not rows:
+            continue
+        kind = {"questions": [batch[i].entry["question"] for i in rows]} if text_question else \
+            {"task": "qa", "contexts": [contexts[i] for i in rows]}
+        for i, text in zip(rows, model.generate([audio[i] for i in rows], **kind, **options)):
             out[i] = text
     return out
 

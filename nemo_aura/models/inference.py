@@ -282,8 +282,10 @@ class AuRAInferenceMixin(ASRTranscriptionMixin):
         mask = (torch.arange(ids.shape[1])[None] < torch.tensor([len(r) for r in rows])[:, None]).long().to(self.device)
         base = self.llm.disable_adapter() if hasattr(self.llm, "disable_adapter") else nullcontext()
         with base, self.audio_span.positions(None):
-            log_probs = self.llm(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        return [float(log_probs[b, s - 1 : e - 1].gather(-1, ids[b, s:e, None]).sum()) for b, (s, e) in enumerate(spans)]
+            logits = self.llm(input_ids=ids, attention_mask=mask).logits
+        # normalised at the scored positions only (the prompt's and the padding's are never read)
+        return [float(logits[b, s - 1 : e - 1].float().log_softmax(-1).gather(-1, ids[b, s:e, None]).sum())
+                for b, (s, e) in enumerate(spans)]
 
     def _reader_messages(self, n: int, prompts, task: str, contexts, questions) -> list[str] | None:
         """The reader's messages (the audio tag in its transcript slot) when it answers: a vocab model with a reader,

@@ -147,6 +147,19 @@ def labels_to_text(labels: Tensor) -> str:
     return " ".join("".join(ALPHABET[i] for i in labels.tolist()).split())
 
 
+def rescorable_hypotheses(decoder, log_probs: Tensor, context: str | None, rescorer) -> list[tuple[str, float, float]]:
+    """(text, beam score, the ``rescorer``'s log-likelihood) of each of the beam decoder's hypotheses."""
+    hyps = decoder.nbest(log_probs, context=context)
+    texts = [labels_to_text(labels) for labels, _ in hyps]
+    return [(text, score, llm) for text, (_, score), llm in zip(texts, hyps, rescorer(texts))]
+
+
+def pick_rescored(hypotheses: list[tuple[str, float, float]], weight: float) -> tuple[str, float]:
+    """The hypothesis with the highest beam score + ``weight`` x LLM log-likelihood: (its text, that total)."""
+    text, score, llm = max(hypotheses, key=lambda h: h[1] + weight * h[2])
+    return text, score + weight * llm
+
+
 class CharacterCTCHead(nn.Module):
     """CTC over characters at layer K, ``upsample`` outputs per audio token; the LLM reads the text tokenized.
 
@@ -175,7 +188,7 @@ class CharacterCTCHead(nn.Module):
 
     @staticmethod
     def class_targets(texts: list[str], device) -> tuple[Tensor, Tensor]:
-        rows = [torch.tensor([ALPHABET.index(ch) for ch in fold_to_alphabet(t)], dtype=torch.long) for t in texts]
+        rows = [torch.tensor(text_to_labels(t), dtype=torch.long) for t in texts]
         lens = torch.tensor([len(r) for r in rows], device=device)
         return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0).to(device), lens
 
@@ -200,15 +213,11 @@ class CharacterCTCHead(nn.Module):
         if self.beam_decoder is None:
             labels, score = greedy_path(logits)
             return labels_to_text(labels), score
-        weight = getattr(self.beam_decoder, "llm_rescoring_weight", 0.0)
+        weight = getattr(self.beam_decoder, "llm_rescoring_weight", 0.0)  # any callable decoder (log_probs, context)
         if rescorer is None or not weight:
             labels, score = self.beam_decoder(logits.log_softmax(-1), context=context)
             return labels_to_text(labels), score
-        hyps = self.beam_decoder.nbest(logits.log_softmax(-1), context=context)
-        texts = [labels_to_text(labels) for labels, _ in hyps]
-        totals = [score + weight * llm for (_, score), llm in zip(hyps, rescorer(texts))]
-        best = max(range(len(totals)), key=totals.__getitem__)
-        return texts[best], totals[best]
+        return pick_rescored(rescorable_hypotheses(self.beam_decoder, logits.log_softmax(-1), context, rescorer), weight)
 
     def read(self, states: Tensor, embeddings: Tensor, tokenizer, context: str | None = None,
              rescorer=None) -> tuple[Tensor, str, float]:

@@ -129,7 +129,7 @@ class Cascade(System):
         counterpart of a CTC read that boosts the context's words."""
         self.llm = TextAnswerer.from_dir(llm_dir, prompt_format)
         self.asr = load_asr(asr_path, asr_max_new_tokens, asr_window_seconds)
-        if context_prompt and not hasattr(self.asr, "batch"):
+        if context_prompt and not getattr(self.asr, "takes_prompt", False):
             raise ValueError(f"cascade ASR '{asr_path}': only a Whisper directory takes the context as a prompt")
         self.context_prompt = context_prompt
         self._transcripts: dict[str, str] = {}
@@ -309,6 +309,7 @@ def _whisper_asr(path: Path, max_new_tokens: int, window_seconds: list[float] | 
 
     # what it encodes (for tests and reports), and the batched path for transcribing many (``transcribe_all``)
     transcribe.windows, transcribe.model, transcribe.batch = windows, model, transcribe_batch
+    transcribe.takes_prompt = True  # a Cascade with context_prompt passes the item's context
     return transcribe
 
 

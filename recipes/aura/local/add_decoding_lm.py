@@ -46,11 +46,11 @@ def transcripts(paths: list[str]) -> list[str]:
 
 
 def build_lm(texts: list[str], order: int, out: Path) -> Path:
-    from nemo_aura.modules.vocab_ctc import ALPHABET
+    from nemo_aura.modules.vocab_ctc import ALPHABET, text_to_labels
     from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
 
     start = time.time()
-    lines = kneser_ney_arpa_lines(([ALPHABET.index(ch) for ch in t] for t in texts), len(ALPHABET), order)
+    lines = kneser_ney_arpa_lines((text_to_labels(t) for t in texts), len(ALPHABET), order)
     write_arpa(out, lines)
     print(f"[lm] {out}: order {order} over {len(texts)} transcripts ({sum(map(len, texts))} characters), "
           f"{len(lines)} lines, {time.time() - start:.1f} s")

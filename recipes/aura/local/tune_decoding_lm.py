@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     from add_decoding_lm import build_lm, transcripts
     from nemo_aura import AuRAModel
     from nemo_aura.modules.ctc_beam import CTCBeamDecoder
-    from nemo_aura.modules.vocab_ctc import ALPHABET, CharacterCTCHead, greedy_path, labels_to_text, text_to_labels
+    from nemo_aura.modules.vocab_ctc import (
+        ALPHABET, CharacterCTCHead, greedy_path, labels_to_text, pick_rescored, rescorable_hypotheses, text_to_labels)
     from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
@@ -114,12 +115,7 @@ def main(argv=None) -> int:
         if not any(weights):
             labels, beam_score = decoder(row["log_probs"], context=row["context"])
             return [(labels_to_text(labels), beam_score, 0.0)]
-        hyps = decoder.nbest(row["log_probs"], context=row["context"])
-        texts = [labels_to_text(labels) for labels, _ in hyps]
-        return [(t, s, llm) for t, (_, s), llm in zip(texts, hyps, model.text_log_likelihoods(texts))]
-
-    def pick(hyps, weight: float) -> str:
-        return max(hyps, key=lambda h: h[1] + weight * h[2])[0]
+        return rescorable_hypotheses(decoder, row["log_probs"], row["context"], model.text_log_likelihoods)
     texts = transcripts(args.text)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -148,7 +144,7 @@ def main(argv=None) -> int:
                        "boost_words": boost_words if boost else None, "rescoring_weight": weight,
                        "seconds_per_utterance": round(seconds, 4)}
                 for name, rows in sets.items():
-                    row[name] = score(rows, [pick(hyps, weight) for hyps in found[name]])
+                    row[name] = score(rows, [pick_rescored(hyps, weight)[0] for hyps in found[name]])
                 results.append(row)
                 print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
                       f"{f' x {boost_score:g} ({boost_words})' if boost else ''} rescoring {weight:g}: " +
