@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nemo_aura.modules.ctc_beam import CTCBeamDecoder, collapse_blank_runs
-from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
+from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, lexicon_sentences, vocabulary_words, write_arpa
 
 ALPHA = "abct "  # a toy label set: ids 0..4, blank 5
 
@@ -39,6 +39,53 @@ def test_kneser_ney_arpa_is_a_normalised_lm_that_prefers_its_training_text(tmp_p
         kneser_ney_arpa_lines([[0, 1], [7]], len(ALPHA), 3)
     with pytest.raises(ValueError, match="no sentences"):
         kneser_ney_arpa_lines([], len(ALPHA), 3)
+
+
+class _Vocab:
+    """A stand-in HF tokenizer: only ``get_vocab`` is read."""
+
+    def __init__(self, vocab: dict):
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict:
+        return dict(self.vocab)
+
+
+def test_vocabulary_words_are_the_llms_whole_word_tokens_commonest_first():
+    vocab = {"\u0120cat": 7, "\u0120tab": 3, "ta": 1, "\u0120at": 2, "\u0120ca1": 4, "\u2581bat": 5, "<s>": 0,
+             "\u0120caf\u00e9": 6, "\u0120acta": 9}
+    assert vocabulary_words(_Vocab(vocab)) == ["tab", "bat", "cat", "acta"]  # by id; no fragment, digit or non-ASCII
+    assert vocabulary_words(_Vocab(vocab), limit=2) == ["tab", "bat"]
+    assert vocabulary_words(_Vocab(vocab), min_chars=2) == ["at", "tab", "bat", "cat", "acta"]
+
+    class Wrapped:  # NeMo's AutoTokenizer holds the HF one
+        tokenizer = _Vocab(vocab)
+
+    assert vocabulary_words(Wrapped(), limit=1) == ["tab"]
+    with pytest.raises(TypeError, match="get_vocab"):
+        vocabulary_words(object())
+
+
+def test_lexicon_lines_hold_every_word_once_in_a_fixed_order_and_teach_the_lm_its_spelling(tmp_path):
+    from nemo.collections.asr.parts.submodules.ngram_lm import NGramGPULanguageModel
+
+    words = ["cab", "tact", "abba", "cat", "bat", "tab", "acta"]
+    lines = lexicon_sentences(words, words_per_line=3, seed=1)
+    assert [len(x.split()) for x in lines] == [3, 3, 1] and sorted(" ".join(lines).split()) == sorted(words)
+    assert lexicon_sentences(words, words_per_line=3, seed=1) == lines  # reruns build the same LM
+    with pytest.raises(ValueError, match="words_per_line"):
+        lexicon_sentences(words, words_per_line=0)
+    # transcripts that never spell "tact": with the lexicon the LM prefers it to a sound-alike
+    texts = ["a cat", "a bat", "cat a bat"]
+    plain = toy_lm(tmp_path, texts, order=4)
+    taught = write_arpa(tmp_path / "lexicon.arpa", kneser_ney_arpa_lines(
+        (ids(t) for t in texts + lexicon_sentences(words)), len(ALPHA), 4))
+    scores = {}
+    for name, path in (("plain", plain), ("taught", taught)):
+        lm = NGramGPULanguageModel.from_file(path, vocab_size=len(ALPHA), normalize_unk=False, use_triton=False)
+        right, wrong = lm.score_sentences(torch.tensor([ids("a tact"), ids("a tacc")]), bos=True, eos=True).sum(-1)
+        scores[name] = float((right - wrong).detach())
+    assert scores["taught"] > scores["plain"] + 1.0
 
 
 def frames(spec: list[dict]) -> torch.Tensor:

@@ -624,18 +624,28 @@ def test_character_ctc_head_learns_to_write_its_transcripts_and_the_llm_reads_th
 
     cuts = str(tmp_path / "asr" / "cuts.jsonl.gz")
     assert tune(["--model", path, "--dev", f"tiny={cuts}", "--text", cuts, "--orders", "4", "--alphas", "0,1",
-                 "--betas", "1", "--beam-sizes", "4", "--boost-alphas", "0,2", "--threads", "1",
-                 "--out", str(tmp_path / "tune")]) == 0
+                 "--betas", "1", "--beam-sizes", "4", "--boost-alphas", "0,2", "--lexicon-sizes", "0,50",
+                 "--threads", "1", "--out", str(tmp_path / "tune")]) == 0
     tuned = json.loads((tmp_path / "tune" / "results.json").read_text())["results"]
+    from nemo_aura.parts.char_lm import vocabulary_words
     from nemo_aura.scoring.metrics import wer
 
     greedy_texts = [model.tokenizer.ids_to_text(i) for i in ids]
     assert tuned[0]["decoding"] == "greedy" and tuned[0]["tiny"]["wer"] == pytest.approx(
         wer(greedy_texts, batch["transcripts"]))
-    assert len(tuned) == 5 and min(r["tiny"]["wer"] for r in tuned[1:]) <= tuned[0]["tiny"]["wer"]
+    assert len(tuned) == 9 and min(r["tiny"]["wer"] for r in tuned[1:]) <= tuned[0]["tiny"]["wer"]
+    assert sorted({r["lexicon_words"] for r in tuned[1:]}) == [0, 50]
     for alpha in (0.0, 1.0):  # these cuts carry no context: boosting it changes nothing
-        same = [r["tiny"]["wer"] for r in tuned[1:] if r["alpha"] == alpha]
+        same = [r["tiny"]["wer"] for r in tuned[1:] if r["alpha"] == alpha and r["lexicon_words"] == 0]
         assert len(same) == 2 and same[0] == same[1]
+    # the LLM's vocabulary words are in the second LM and not only in the transcripts' one
+    taught, plain = ((tmp_path / "tune" / f"char_lm_4_{n}.arpa").read_text() for n in (50, 0))
+    assert vocabulary_words(model.tokenizer, 50) and len(taught) > len(plain)
+    from add_decoding_lm import main as add_lm  # the recipe's LM: the same texts and words give the same ARPA
+
+    assert add_lm(["--model", path, "--text", cuts, "--lm", str(tmp_path / "lex.arpa"), "--order", "4",
+                   "--lexicon-words", "50", "--boost-alpha", "0", "--out", str(tmp_path / "lex.nemo")]) == 0
+    assert (tmp_path / "lex.arpa").read_text() == taught and (tmp_path / "lex.nemo").is_file()
     assert "| greedy |" in (tmp_path / "tune" / "results.md").read_text()
     # stage 6's aura_ctc_ft: the fine-tuned reader answers what this model writes, loaded through NeMo's ASRModel
     from nemo_aura.scoring.systems import build_system

@@ -11,6 +11,7 @@ carry their interpolated probability, contexts their backoff weight), so any ARP
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +19,8 @@ from typing import Iterable, Sequence
 from nemo_aura.parts.files import write_text_atomic
 
 BOS, EOS = "<s>", "</s>"
+# Markers byte-level BPE (GPT-2, SmolLM, Llama 3) and SentencePiece put on a token that starts a word.
+WORD_START_MARKERS = ("\u0120", "\u2581")
 # NeMo's ARPA reader maps token ids to characters from this offset (DEFAULT_TOKEN_OFFSET of its ngram_lm module).
 TOKEN_OFFSET = 100
 
@@ -119,3 +122,37 @@ def write_arpa(path: str | Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def vocabulary_words(tokenizer, limit: int | None = None, min_chars: int = 3) -> list[str]:
+    """The words of an LLM's subword vocabulary, most frequent first: tokens that start a word, letters only, at
+    least ``min_chars`` long (shorter word-start tokens are mostly fragments, "th", "re"; the short function words
+    are in every transcript anyway).
+
+    A BPE vocabulary numbers its tokens in merge order, so a lower id is a commoner string; the first ``limit`` are
+    the LLM's commonest words. They teach a character LM how the words its reader knows are spelt, beyond the
+    training transcripts (no training question names the country a closed-book test question asks about).
+    ``tokenizer`` is a HF tokenizer or NeMo's wrapper of one (``.tokenizer``)."""
+    hf = getattr(tokenizer, "tokenizer", tokenizer)
+    if not hasattr(hf, "get_vocab"):
+        raise TypeError(f"{type(tokenizer).__name__}: expected a HF tokenizer (get_vocab) or NeMo's wrapper of one")
+    words = []
+    for token, idx in hf.get_vocab().items():
+        word = token[1:]
+        if token[:1] in WORD_START_MARKERS and len(word) >= min_chars and word.isascii() and word.isalpha():
+            words.append((idx, word))
+    words.sort()
+    return [w for _, w in words[:limit]]
+
+
+def lexicon_sentences(words: Sequence[str], words_per_line: int = 8, seed: int = 0) -> list[str]:
+    """``words`` as pseudo-sentences of ``words_per_line`` words in a fixed random order.
+
+    Sentence-long lines keep a word list from swamping the LM's sentence starts and ends; the random order keeps
+    the n-grams across word boundaries uninformative instead of repeating the vocabulary's own order."""
+    if words_per_line < 1:
+        raise ValueError(f"words_per_line must be >= 1, got {words_per_line}")
+    order = list(words)
+    random.Random(seed).shuffle(order)
+    return [" ".join(order[i:i + words_per_line]) for i in range(0, len(order), words_per_line)]
+

@@ -5,11 +5,12 @@
         --text exp/default/stage1/lhotse/distill_train_cuts.jsonl.gz --text .../qa_train_cuts.jsonl.gz \
         --text .../mf_train_cuts.jsonl.gz --lm exp/default/stage4/char_lm.arpa \
         --out exp/default/stage4/aura_encoder_free_lm.nemo [--order 8 --alpha 0.6 --beta 1.0 --beam-size 8] \
-        [--boost-alpha 1 --boost-score 2 --boost-words all --rescoring-weight 0]
+        [--boost-alpha 1 --boost-score 2 --boost-words all --rescoring-weight 0 --lexicon-words 0]
 
 The LM (interpolated Kneser-Ney over the head's characters, ``nemo_aura.parts.char_lm``) is estimated from the
-supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read) and written to ``--lm``
-unless that file exists (several models share one LM). The model gets ``ctc_decoding.strategy: beam_batch`` with it
+supervision texts of ``--text`` (Lhotse cuts: the transcripts the model was trained to read), and with
+``--lexicon-words N`` also from the N commonest words of the LLM's vocabulary (their spelling), and written to
+``--lm`` unless that file exists (several models share one LM). The model gets ``ctc_decoding.strategy: beam_batch`` with it
 (``AuRAModel.set_ctc_decoding``: ``cfg.ctc_decoding``; the ARPA file travels inside the ``.nemo``). The defaults were chosen on
 the dev sets (recipes/aura/results/default/HEARING.md): order, beta and beam by dev WER, alpha by what the reader
 answers (0.6; 1.0 had the lowest WER). ``--boost-alpha`` > 0 also boosts the words of the context each spoken
@@ -45,15 +46,18 @@ def transcripts(paths: list[str]) -> list[str]:
     return texts
 
 
-def build_lm(texts: list[str], order: int, out: Path) -> Path:
+def build_lm(texts: list[str], order: int, out: Path, lexicon: list[str] = ()) -> Path:
+    """Estimate the LM from ``texts`` and ``lexicon`` (words, ``char_lm.vocabulary_words``) and write it to ``out``."""
     from nemo_aura.modules.vocab_ctc import ALPHABET, text_to_labels
-    from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, write_arpa
+    from nemo_aura.parts.char_lm import kneser_ney_arpa_lines, lexicon_sentences, write_arpa
 
     start = time.time()
-    lines = kneser_ney_arpa_lines((text_to_labels(t) for t in texts), len(ALPHABET), order)
+    lines = kneser_ney_arpa_lines((text_to_labels(t) for t in texts + lexicon_sentences(lexicon)), len(ALPHABET),
+                                  order)
     write_arpa(out, lines)
-    print(f"[lm] {out}: order {order} over {len(texts)} transcripts ({sum(map(len, texts))} characters), "
-          f"{len(lines)} lines, {time.time() - start:.1f} s")
+    print(f"[lm] {out}: order {order} over {len(texts)} transcripts ({sum(map(len, texts))} characters)"
+          f"{f' and {len(lexicon)} words of the LLM' if lexicon else ''}, {len(lines)} lines, "
+          f"{time.time() - start:.1f} s")
     return out
 
 
@@ -67,6 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.6, help="the LM's weight in the beam score")
     p.add_argument("--beta", type=float, default=1.0, help="a bonus per emitted character")
     p.add_argument("--beam-size", type=int, default=8)
+    p.add_argument("--lexicon-words", type=int, default=0,
+                   help="also teach the LM the spelling of the LLM's N commonest vocabulary words (0: transcripts only)")
     p.add_argument("--boost-alpha", type=float, default=1.0,
                    help="context biasing: the weight of the boosted context words (0: off)")
     p.add_argument("--boost-score", type=float, default=2.0, help="context biasing: the boosting tree's context_score")
@@ -79,12 +85,14 @@ def main(argv=None) -> int:
     if args.out.exists():
         print(f"[lm] {args.out} exists: keeping it")
         return 0
-    if not args.lm.exists():
-        build_lm(transcripts(args.text), args.order, args.lm)
     from nemo_aura import AuRAModel
+    from nemo_aura.parts.char_lm import vocabulary_words
     from nemo_aura.parts.files import write_nemo_atomic
 
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
+    if not args.lm.exists():
+        lexicon = vocabulary_words(model.tokenizer, args.lexicon_words) if args.lexicon_words else []
+        build_lm(transcripts(args.text), args.order, args.lm, lexicon)
     beam = {"beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
             "beam_beta": args.beta}
     if args.boost_alpha:

@@ -7,13 +7,15 @@
         --orders 6,8 --alphas 0.6,1.0,1.5 --betas 0,1 --beam-sizes 8 --out exp/default/ctc_lm_tuning
 
 The model reads each dev utterance once (its CTC log-probs under its ASR prompt, as ``transcribe`` reads them); then
-every combination of LM order, LM weight (alpha), per-character bonus (beta), beam size and context-biasing weight
-and score (``--boost-alphas``, ``--boost-scores``: the words of each spoken question's context, a QA cut's
-``custom.context``, boosted by NeMo's phrase-boosting tree; 0 = off) decodes the same log-probs, and each
-``--rescoring-weights`` picks from the beam's N-best by beam score + weight x the base LLM's log-likelihood of the
-hypothesis (``AuRAModel.text_log_likelihoods``; 0 = the beam's best). Writes ``results.{json,md}``: corpus WER per
-dev set (and against the next utterance's transcript) and the mean over the sets, best first; greedy decoding is
-the first row. Dev sets are Lhotse cuts with transcripts.
+every combination of LM order, LLM vocabulary words the LM also learns (``--lexicon-sizes``: the spelling of the N
+commonest words of the LLM's vocabulary, ``char_lm.vocabulary_words``), LM weight (alpha), per-character bonus
+(beta), beam size and context-biasing weight and score (``--boost-alphas``, ``--boost-scores``: the words of each
+spoken question's context, a QA cut's ``custom.context``, boosted by NeMo's phrase-boosting tree; 0 = off) decodes
+the same log-probs, and each ``--rescoring-weights`` picks from the beam's N-best by beam score + weight x the base
+LLM's log-likelihood of the hypothesis (``AuRAModel.text_log_likelihoods``; 0 = the beam's best). Writes
+``results.{json,md}``: corpus WER per dev set (and against the next utterance's transcript) and the mean over the
+sets, best first; greedy decoding is the first row. Dev sets are Lhotse cuts with transcripts (``CUTS:closed_book``:
+only a QA set's closed-book questions, which come with no context to boost).
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ import torch
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a saved model with a character CTC head (reading.span vocab)")
-    p.add_argument("--dev", action="append", required=True, metavar="NAME=CUTS")
+    p.add_argument("--dev", action="append", required=True, metavar="NAME=CUTS[:closed_book]")
     p.add_argument("--text", action="append", required=True, help="Lhotse cuts whose transcripts the LM learns")
     p.add_argument("--orders", default="8")
+    p.add_argument("--lexicon-sizes", default="0",
+                   help="how many of the LLM's commonest vocabulary words the LM also learns (0: transcripts only)")
     p.add_argument("--alphas", default="1.0")
     p.add_argument("--betas", default="1.0")
     p.add_argument("--beam-sizes", default="8")
@@ -67,9 +71,13 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
     sets = {}
     for spec in specs:
         if "=" not in spec:
-            raise SystemExit(f"--dev {spec!r}: expected NAME=CUTS")
+            raise SystemExit(f"--dev {spec!r}: expected NAME=CUTS[:closed_book]")
         name, path = spec.split("=", 1)
+        closed_only = path.endswith(":closed_book")
+        path = path[: -len(":closed_book")] if closed_only else path
         cuts = CutSet.from_file(path)
+        if closed_only:
+            cuts = cuts.filter(lambda c: bool((c.custom or {}).get("closed_book")))
         rows = []
         for cut in itertools.islice(cuts, limit):
             ref = " ".join(s.text or "" for s in cut.supervisions).strip()
@@ -80,6 +88,8 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
             with torch.no_grad():
                 model.transcribe([torch.as_tensor(audio)], batch_size=1, verbose=False)
             rows.append({"ref": ref, "log_probs": seen[-1], "context": (cut.custom or {}).get("context")})
+        if not rows:
+            raise SystemExit(f"--dev {spec!r}: no {'closed-book ' if closed_only else ''}utterances in {path}")
         sets[name] = rows
         print(f"[tune] {name}: {len(rows)} utterances read", flush=True)
     head.logits = logits
@@ -121,8 +131,12 @@ def main(argv=None) -> int:
 
     results = [{"decoding": "greedy", **{n: score(rows, [labels_to_text(greedy_path(r["log_probs"])[0]) for r in rows])
                                          for n, rows in sets.items()}}]
-    for order in sorted({int(o) for o in floats(args.orders)}):
-        lm = build_lm(texts, order, args.out / f"char_lm_{order}.arpa")
+    from nemo_aura.parts.char_lm import vocabulary_words
+
+    for order, lexicon_size in itertools.product(sorted({int(o) for o in floats(args.orders)}),
+                                                 [int(n) for n in floats(args.lexicon_sizes)]):
+        lexicon = vocabulary_words(model.tokenizer, lexicon_size) if lexicon_size else []
+        lm = build_lm(texts, order, args.out / f"char_lm_{order}_{lexicon_size}.arpa", lexicon)
         boost_alphas = floats(args.boost_alphas)
         words = [w for w in args.boost_words.split(",") if w]
         if set(words) - {"all", "capitalized"}:
@@ -139,14 +153,14 @@ def main(argv=None) -> int:
             found = {name: [nbest(decoder, r) for r in rows] for name, rows in sets.items()}
             seconds = (time.perf_counter() - start) / max(sum(map(len, sets.values())), 1)
             for weight in weights:
-                row = {"decoding": "beam_batch", "order": order, "alpha": alpha, "beta": beta, "beam_size": int(beam),
+                row = {"decoding": "beam_batch", "order": order, "lexicon_words": lexicon_size, "alpha": alpha, "beta": beta, "beam_size": int(beam),
                        "boost_alpha": boost, "boost_score": boost_score if boost else None,
                        "boost_words": boost_words if boost else None, "rescoring_weight": weight,
                        "seconds_per_utterance": round(seconds, 4)}
                 for name, rows in sets.items():
                     row[name] = score(rows, [pick_rescored(hyps, weight)[0] for hyps in found[name]])
                 results.append(row)
-                print(f"[tune] order {order} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
+                print(f"[tune] order {order} lexicon {lexicon_size} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
                       f"{f' x {boost_score:g} ({boost_words})' if boost else ''} rescoring {weight:g}: " +
                       ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
     for row in results:
@@ -156,11 +170,11 @@ def main(argv=None) -> int:
                                                   "results": results})
     lines = ["# Beam search with the character LM: dev WER (against the next utterance's transcript)", "",
              f"Model `{args.model}`; LM texts: {', '.join(Path(t).name for t in args.text)}.", "",
-             "| decoding | order | alpha | beta | beam | context boost (alpha x score) | LLM rescoring | " +
-             " | ".join(sets) + " | mean | s/utt |", "|---" * (9 + len(sets)) + "|"]
+             "| decoding | order | LLM words | alpha | beta | beam | context boost (alpha x score) | LLM rescoring | " +
+             " | ".join(sets) + " | mean | s/utt |", "|---" * (10 + len(sets)) + "|"]
     for r in results:
         cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
-        lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
+        lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('lexicon_words', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
                      f"{r.get('beam_size', '-')} | " +
                      (f"{r['boost_alpha']:g} x {r['boost_score']:g}" + (" (capitalized)" if r.get("boost_words") ==
                       "capitalized" else "") if r.get("boost_alpha") else "-") + " | " +
