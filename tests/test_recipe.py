@@ -90,6 +90,13 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
         tiny.distill_train + tiny.distill_dev + sum(tiny.qa.values()) + sum(tiny.multi_fact.values()) \
         + tiny.word_sequences
     assert json.loads((exp / "stage2" / "cache_benchmark.json").read_text())["speedup"] > 0
+    # the reading run's multi-fact questions and word sequences come with cached targets too: no teacher online
+    from lhotse import CutSet
+
+    reading_mix = CutSet.from_file(exp / "stage3" / "reading_ctc_mix.jsonl.gz")
+    mf_ids = {c.id for c in CutSet.from_file(exp / "stage1" / "lhotse" / "mf_train_cuts.jsonl.gz")}
+    in_mix = [c for c in reading_mix if c.id in mf_ids]
+    assert in_mix and all(c.custom and "teacher_targets" in c.custom for c in in_mix)
     # stage 3: distillation moved the per-layer cosine up
     report = json.loads((exp / "stage3" / "distill_report.json").read_text())
     assert all(report["cosine_after"][k] > report["cosine_before"][k] for k in report["cosine_after"])

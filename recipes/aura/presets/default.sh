@@ -1,8 +1,9 @@
 # Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
-# Sized for 2 CPU cores (AVX2, fp32): stage 3 ~95 min (distill, distill_more, character CTC); stage 5 ~105 min from
-# its parts measured 2026-12-05 (the text-QA reader ~17; the cascade's reader ~16 with Whisper transcribing, AuRA's
-# ~11, the bridge's ~14, each attached in ~1; the bridge's character-CTC run ~45); stage 6 ~30 min for the benchmark
-# and ~15 for hearing (see recipes/aura/results/default/HEARING.md).
+# Sized for 2 CPU cores (AVX2, fp32), measured 2026-12-05: stage 3 ~150 min (distill 15, distill_more 33, two
+# character-CTC runs 103); stage 5 ~105 min (the text-QA reader ~17; the cascade's reader ~16 with Whisper
+# transcribing, AuRA's ~11, the bridge's ~14, each attached in ~1; the bridge's character-CTC run ~45); stage 6 ~30
+# min for the benchmark and ~15 for hearing. Since 2026-12-08 stage 2 also caches the multi-fact questions (+3 min),
+# which makes the CTC runs' steps 1.8x faster (projected: stage 3 ~105, stage 5 ~85; HEARING.md).
 model_conf=aura_base                        # conf/model/<name>.yaml
 whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
 llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
