@@ -27,12 +27,14 @@ from pathlib import Path
 
 import torch
 
+from nemo_aura.modules.ctc_beam import BOOST_WORDS, context_boosting_tree
+
 
 def decodings(beam: dict, boost_alpha: float, boost_score: float, rescoring: float,
-              capitalized_only: bool = False) -> dict[str, dict]:
+              boost_words: str = "all") -> dict[str, dict]:
     plain = {k: v for k, v in beam.items() if k not in ("boosting_tree_alpha", "boosting_tree", "llm_rescoring_weight")}
     boosted = {**plain, "boosting_tree_alpha": boost_alpha,
-               "boosting_tree": {"context_score": boost_score, "capitalized_only": capitalized_only}}
+               "boosting_tree": context_boosting_tree(boost_score, boost_words)}
     return {"greedy": {"strategy": "greedy", "beam": plain},
             "lm": {"strategy": "beam_batch", "beam": plain},
             "lm_boost": {"strategy": "beam_batch", "beam": boosted},
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--boost-alpha", type=float, default=1.0)
     p.add_argument("--boost-score", type=float, default=2.0)
-    p.add_argument("--boost-words", choices=["all", "capitalized"], default="all")
+    p.add_argument("--boost-words", choices=BOOST_WORDS, default="all")
     p.add_argument("--rescoring-weight", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     beam = plain_dict((model.cfg.get("ctc_decoding") or {}).get("beam"))
     if not beam.get("ngram_lm_model"):
         raise SystemExit(f"{args.nemo}: its ctc_decoding holds no character LM (add one with add_decoding_lm.py)")
-    ways = decodings(beam, args.boost_alpha, args.boost_score, args.rescoring_weight, args.boost_words == "capitalized")
+    ways = decodings(beam, args.boost_alpha, args.boost_score, args.rescoring_weight, args.boost_words)
     cuts = list(CutSet.from_file(args.cuts).subset(first=args.items))
     waves = [torch.from_numpy(c.resample(model.sample_rate).load_audio()[0]) for c in cuts]
     contexts = [(c.custom or {}).get("context") for c in cuts]

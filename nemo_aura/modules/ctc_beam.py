@@ -211,3 +211,14 @@ class CTCBeamDecoder:
 NEMO_BOOSTING_TREE_KEYS = frozenset({"key_phrases_list", "context_score", "depth_scaling", "unk_score",
                                      "score_per_phrase", "uniform_weights"})
 BOOSTING_TREE_KEYS = NEMO_BOOSTING_TREE_KEYS | {"from_context", "min_chars", "capitalized_only"}
+
+#: Which of a context's words are boosted: all of them, or the capitalised ones (``capitalized_only``).
+BOOST_WORDS = ("all", "capitalized")
+
+
+def context_boosting_tree(context_score: float, words: str = "all") -> dict:
+    """The ``boosting_tree`` config that boosts each utterance's context words (``words``: one of ``BOOST_WORDS``)."""
+    if words not in BOOST_WORDS:
+        raise ValueError(f"boosted words {words!r}: expected one of {BOOST_WORDS}")
+    return {"context_score": context_score, "capitalized_only": words == "capitalized"}
+

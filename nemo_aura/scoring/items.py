@@ -31,6 +31,24 @@ class QAItem:
         return load_audio_item(self.audio_path, sample_rate, f"item {self.id}").numpy()
 
 
+CLOSED_BOOK_SUFFIX = ":closed_book"
+
+
+def split_set_spec(spec: str, option: str) -> tuple[str, str, bool]:
+    """``NAME=PATH[:closed_book]`` -> (name, path, closed-book items only): how the scorers and the decoding tuner
+    name a set; an error naming ``option`` otherwise."""
+    if "=" not in spec:
+        raise SystemExit(f"{option} {spec!r}: expected NAME=PATH[{CLOSED_BOOK_SUFFIX}]")
+    name, path = spec.split("=", 1)
+    closed_only = path.endswith(CLOSED_BOOK_SUFFIX)
+    return name, path[: -len(CLOSED_BOOK_SUFFIX)] if closed_only else path, closed_only
+
+
+def is_closed_book(cut) -> bool:
+    """A spoken-QA cut whose question is closed-book (stage 1 marks it ``custom.closed_book``)."""
+    return bool((cut.custom or {}).get("closed_book"))
+
+
 def load_items(path: str | Path, limit: int | None = None) -> list[QAItem]:
     """Items from ``*.jsonl.gz``/``*.jsonl`` Lhotse cuts (custom: question, answers, context) or a NeMo JSON manifest.
 

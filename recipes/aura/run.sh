@@ -184,14 +184,14 @@ stage3() {
   esac
 }
 
-# CTC over the LLM's vocabulary at layer K on all the transcribed speech (distillation sentences, QA and multi-fact
-# questions in their prompts, random word sequences); generation reads the greedy tokens as text (reading.span: vocab).
 # stage2_cuts NAME RAW: the stage-2 cuts of NAME (with cached teacher targets) where stage 2 cached them, else RAW.
 stage2_cuts() {
   if [ -f "$exp/stage2/$1/cuts.jsonl.gz" ]; then echo "$exp/stage2/$1/cuts.jsonl.gz"
   else log "  $1: no stage-2 cache (rerun stage 2 to add it): its teacher runs online" >&2; echo "$2"; fi
 }
 
+# CTC over the LLM's vocabulary at layer K on all the transcribed speech (distillation sentences, QA and multi-fact
+# questions in their prompts, random word sequences); generation reads the greedy tokens as text (reading.span: vocab).
 reading_vocab() {
   if [ -f "$reading_ctc_nemo" ]; then log "  $reading_ctc_nemo exists: skipping the vocabulary-CTC reading run"; return 0; fi
   # More distillation first, on the sentences and the spoken QA questions (both with cached Whisper targets): the

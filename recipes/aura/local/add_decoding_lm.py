@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from nemo_aura.modules.ctc_beam import BOOST_WORDS, context_boosting_tree
+
 
 def transcripts(paths: list[str]) -> list[str]:
     """The supervision texts of Lhotse cut manifests, folded to the character head's alphabet (blank ones dropped)."""
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--boost-alpha", type=float, default=1.0,
                    help="context biasing: the weight of the boosted context words (0: off)")
     p.add_argument("--boost-score", type=float, default=2.0, help="context biasing: the boosting tree's context_score")
-    p.add_argument("--boost-words", choices=["all", "capitalized"], default="all",
+    p.add_argument("--boost-words", choices=BOOST_WORDS, default="all",
                    help="context biasing: the context's words boosted (capitalized: names and sentence openers)")
     p.add_argument("--rescoring-weight", type=float, default=0.0,
                    help="the base LLM's weight when the beam's N-best are rescored (0: off; 0.2 was best on dev, at "
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
     beam = {"beam_size": args.beam_size, "ngram_lm_model": str(args.lm), "ngram_lm_alpha": args.alpha,
             "beam_beta": args.beta}
     if args.boost_alpha:
-        beam.update(boosting_tree_alpha=args.boost_alpha, boosting_tree={
-            "context_score": args.boost_score, "capitalized_only": args.boost_words == "capitalized"})
+        beam.update(boosting_tree_alpha=args.boost_alpha,
+                    boosting_tree=context_boosting_tree(args.boost_score, args.boost_words))
     if args.rescoring_weight:
         beam["llm_rescoring_weight"] = args.rescoring_weight
     model.set_ctc_decoding({"strategy": "beam_batch", "beam": beam})

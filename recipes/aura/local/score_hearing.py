@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nemo_aura.parts.files import write_json_atomic, write_text_atomic
-from nemo_aura.scoring.items import QAItem, load_items
+from nemo_aura.scoring.items import QAItem, is_closed_book, load_items, split_set_spec
 from nemo_aura.scoring.metrics import exact_match, normalize_answer, paired_bootstrap_interval, token_f1, wer
 
 
@@ -63,14 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_set(spec: str, limit: int | None) -> tuple[str, list[QAItem], list[str]]:
     """(name, items, control id of each item). Multi-fact cuts name their control; otherwise the next item is it."""
-    if "=" not in spec:
-        raise SystemExit(f"--set {spec!r}: expected NAME=PATH[:closed_book]")
-    name, path = spec.split("=", 1)
-    closed_only = path.endswith(":closed_book")
-    path = path[: -len(":closed_book")] if closed_only else path
+    name, path, closed_only = split_set_spec(spec, "--set")
     items = load_items(path)
     if closed_only:
-        items = [i for i in items if (i._cut.custom or {}).get("closed_book")] if items and items[0]._cut else []
+        items = [i for i in items if is_closed_book(i._cut)] if items and items[0]._cut else []
         if not items:
             raise SystemExit(f"--set {spec!r}: no closed-book items (custom closed_book) in {path}")
     ids = [i.id for i in items]

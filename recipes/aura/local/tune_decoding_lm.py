@@ -58,6 +58,8 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
     """{set: [{"ref", "log_probs"}]}: the character head's log-probs of each utterance, read as ``transcribe`` reads."""
     from lhotse import CutSet
 
+    from nemo_aura.scoring.items import is_closed_book, split_set_spec
+
     head = model.ctc_head
     seen: list[torch.Tensor] = []
     logits = head.logits
@@ -70,14 +72,10 @@ def dev_log_probs(model, specs: list[str], limit: int | None) -> dict[str, list[
     head.logits, head.beam_decoder = recording, None
     sets = {}
     for spec in specs:
-        if "=" not in spec:
-            raise SystemExit(f"--dev {spec!r}: expected NAME=CUTS[:closed_book]")
-        name, path = spec.split("=", 1)
-        closed_only = path.endswith(":closed_book")
-        path = path[: -len(":closed_book")] if closed_only else path
+        name, path, closed_only = split_set_spec(spec, "--dev")
         cuts = CutSet.from_file(path)
         if closed_only:
-            cuts = cuts.filter(lambda c: bool((c.custom or {}).get("closed_book")))
+            cuts = cuts.filter(is_closed_book)
         rows = []
         for cut in itertools.islice(cuts, limit):
             ref = " ".join(s.text or "" for s in cut.supervisions).strip()
@@ -108,11 +106,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from add_decoding_lm import build_lm, transcripts
     from nemo_aura import AuRAModel
-    from nemo_aura.modules.ctc_beam import CTCBeamDecoder
+    from nemo_aura.modules.ctc_beam import BOOST_WORDS, CTCBeamDecoder, context_boosting_tree
     from nemo_aura.modules.vocab_ctc import (
         ALPHABET, CharacterCTCHead, greedy_path, labels_to_text, pick_rescored, rescorable_hypotheses, text_to_labels)
+    from nemo_aura.parts.char_lm import vocabulary_words
     from nemo_aura.parts.files import write_json_atomic, write_text_atomic
 
+    words = [w for w in args.boost_words.split(",") if w]
+    if not words or set(words) - set(BOOST_WORDS):
+        raise SystemExit(f"--boost-words {args.boost_words!r}: expected {' and/or '.join(BOOST_WORDS)}")
+    boost_alphas = floats(args.boost_alphas)
+    boosts = ([(0.0, 0.0, "all")] if 0.0 in boost_alphas else []) + [
+        (a, sc, w) for a in boost_alphas if a for sc in floats(args.boost_scores) for w in words]
     model = AuRAModel.restore_from(args.model, map_location="cpu").eval()
     if not isinstance(getattr(model, "ctc_head", None), CharacterCTCHead):
         raise SystemExit(f"{args.model}: no character CTC head (loss.ctc_vocabulary: characters) to decode")
@@ -131,36 +136,30 @@ def main(argv=None) -> int:
 
     results = [{"decoding": "greedy", **{n: score(rows, [labels_to_text(greedy_path(r["log_probs"])[0]) for r in rows])
                                          for n, rows in sets.items()}}]
-    from nemo_aura.parts.char_lm import vocabulary_words
-
-    for order, lexicon_size in itertools.product(sorted({int(o) for o in floats(args.orders)}),
-                                                 [int(n) for n in floats(args.lexicon_sizes)]):
-        lexicon = vocabulary_words(model.tokenizer, lexicon_size) if lexicon_size else []
-        lm = build_lm(texts, order, args.out / f"char_lm_{order}_{lexicon_size}.arpa", lexicon)
-        boost_alphas = floats(args.boost_alphas)
-        words = [w for w in args.boost_words.split(",") if w]
-        if set(words) - {"all", "capitalized"}:
-            raise SystemExit(f"--boost-words {args.boost_words!r}: expected all and/or capitalized")
-        boosts = ([(0.0, 0.0, "all")] if 0.0 in boost_alphas else []) + [
-            (a, sc, w) for a in boost_alphas if a for sc in floats(args.boost_scores) for w in words]
+    lexicon_sizes = [int(n) for n in floats(args.lexicon_sizes)]
+    vocabulary = vocabulary_words(model.tokenizer, max(lexicon_sizes)) if any(lexicon_sizes) else []
+    for order, lexicon_size in itertools.product(sorted({int(o) for o in floats(args.orders)}), lexicon_sizes):
+        lm = build_lm(texts, order, args.out / f"char_lm_{order}_{lexicon_size}.arpa", vocabulary[:lexicon_size])
         for alpha, beta, beam, (boost, boost_score, boost_words) in itertools.product(
                 floats(args.alphas), floats(args.betas), floats(args.beam_sizes), boosts):
             decoder = CTCBeamDecoder(len(ALPHABET), beam_size=int(beam), lm_path=lm, lm_alpha=alpha, beam_beta=beta,
-                                     boosting_tree_alpha=boost, boosting_tree={
-                                         "context_score": boost_score, "capitalized_only": boost_words == "capitalized"},
+                                     boosting_tree_alpha=boost,
+                                     boosting_tree=context_boosting_tree(boost_score, boost_words),
                                      text_to_labels=text_to_labels)
             start = time.perf_counter()
             found = {name: [nbest(decoder, r) for r in rows] for name, rows in sets.items()}
             seconds = (time.perf_counter() - start) / max(sum(map(len, sets.values())), 1)
             for weight in weights:
-                row = {"decoding": "beam_batch", "order": order, "lexicon_words": lexicon_size, "alpha": alpha, "beta": beta, "beam_size": int(beam),
+                row = {"decoding": "beam_batch", "order": order, "lexicon_words": lexicon_size, "alpha": alpha,
+                       "beta": beta, "beam_size": int(beam),
                        "boost_alpha": boost, "boost_score": boost_score if boost else None,
                        "boost_words": boost_words if boost else None, "rescoring_weight": weight,
                        "seconds_per_utterance": round(seconds, 4)}
                 for name, rows in sets.items():
                     row[name] = score(rows, [pick_rescored(hyps, weight)[0] for hyps in found[name]])
                 results.append(row)
-                print(f"[tune] order {order} lexicon {lexicon_size} alpha {alpha:g} beta {beta:g} beam {int(beam)} boost {boost:g}"
+                print(f"[tune] order {order} lexicon {lexicon_size} alpha {alpha:g} beta {beta:g} beam {int(beam)} "
+                      f"boost {boost:g}"
                       f"{f' x {boost_score:g} ({boost_words})' if boost else ''} rescoring {weight:g}: " +
                       ", ".join(f"{n} {row[n]['wer']:.3f}" for n in sets), flush=True)
     for row in results:
@@ -174,7 +173,8 @@ def main(argv=None) -> int:
              " | ".join(sets) + " | mean | s/utt |", "|---" * (10 + len(sets)) + "|"]
     for r in results:
         cells = [f"{r[n]['wer']:.3f} ({r[n]['wer_other']:.3f})" for n in sets]
-        lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('lexicon_words', '-')} | {r.get('alpha', '-')} | {r.get('beta', '-')} | "
+        lines.append(f"| {r['decoding']} | {r.get('order', '-')} | {r.get('lexicon_words', '-')} | "
+                     f"{r.get('alpha', '-')} | {r.get('beta', '-')} | "
                      f"{r.get('beam_size', '-')} | " +
                      (f"{r['boost_alpha']:g} x {r['boost_score']:g}" + (" (capitalized)" if r.get("boost_words") ==
                       "capitalized" else "") if r.get("boost_alpha") else "-") + " | " +
