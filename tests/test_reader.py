@@ -151,3 +151,44 @@ def test_a_reader_is_a_safe_adapter_dir_of_a_vocab_model_and_is_not_merged(tiny_
         tiny_cfg.loss = {"distill_weight": 0.0, "lm_weight": 1.0}
     with pytest.raises(ValueError, match="reading.span vocab"):
         AuRAModel(tiny_cfg).attach_reader(str(above / "reader_adapter"))
+
+
+def test_the_readers_loss_runs_the_lm_head_only_on_answers_and_equals_the_models_loss(tiny_llm_dir, reader_dirs,
+                                                                                     tmp_path):
+    """``finetune_text_qa.answer_loss`` (the LM head only where the next token is an answer token) gives the model's
+    own causal-LM loss and the same adapter gradients on a right-padded batch of items of different lengths; the
+    training report says how its batches were drawn."""
+    import sys
+    from pathlib import Path
+
+    from peft import get_peft_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "aura" / "local"))
+    from finetune_text_qa import ChatExamples, answer_loss, collate, load_examples, reader_lora_config
+    from nemo_aura.scoring.systems import TextAnswerer
+    from nemo_aura.testing import write_tiny_cuts
+
+    answerer = TextAnswerer.from_dir(str(tiny_llm_dir))
+    rows = ChatExamples(load_examples([str(write_tiny_cuts(tmp_path / "qa", n=4, task="qa"))]), answerer.formatter).rows
+    batch = collate(answerer.pad_id)(rows)
+    assert batch["attention_mask"].sum() < batch["input_ids"].numel()  # padded: the lengths differ
+    torch.manual_seed(0)
+    model = get_peft_model(answerer.llm.train(), reader_lora_config(4, None))
+    for name, p in model.named_parameters():  # LoRA B starts at zero: give the adapter something to pass on
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    reference = model(**batch).loss
+    ref_grads = grads(reference)
+    loss, outputs = answer_loss(model, batch)
+    assert outputs.logits.shape[1] < batch["input_ids"].shape[1]  # the head did not run on every position
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    for name, g in grads(loss).items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    report = json.loads((reader_dirs[1] / "report.json").read_text())
+    assert report["group_by_length"] is True and report["precision"] in ("32-true", "bf16-mixed")

@@ -106,6 +106,10 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     reading_after = json.loads((exp / "stage3" / "reading_ctc_report" / "validation_after.json").read_text())
     assert reading_after["val_ctc_loss"] < reading_before["val_ctc_loss"]
     assert (exp / "stage3" / "aura_reading_ctc.nemo").exists() and not (exp / "stage3" / "aura_hearing.nemo").exists()
+    # ... continued (reading_more=yes) from that run's model: it starts where the first one ended
+    more_before = json.loads((exp / "stage3" / "reading_ctc_more_report" / "validation_before.json").read_text())
+    assert more_before["val_ctc_loss"] == pytest.approx(reading_after["val_ctc_loss"], rel=1e-4)
+    assert (exp / "stage3" / "aura_reading_ctc_more.nemo").exists()
     assert "reading=vocab: AuRA needs no speech-QA fine-tuning" in out and not (exp / "stage5" / "aura_qa.nemo").exists()
     # stage 4: the export is encoder-free and smaller
     export = json.loads((exp / "stage4" / "export_report.json").read_text())
@@ -140,18 +144,19 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert results["systems"]["aura"]["peak_rss_transcribing_mib"] > 0
     # each compared model says what it was trained on (cfg.training_history travels in the .nemo)
     runs = {n: s["training_history"] for n, s in results["systems"].items()}
-    assert [r["name"] for r in runs["aura"]] == ["distill", "distill_more", "reading_ctc", "reader"]
-    assert runs["aura"][3]["steps"] == 2 and runs["aura"][3]["fit_seconds"] > 0  # the tiny preset's reader
+    assert [r["name"] for r in runs["aura"]] == ["distill", "distill_more", "reading_ctc", "reading_ctc_more", "reader"]
+    assert runs["aura"][4]["steps"] == 2 and runs["aura"][4]["fit_seconds"] > 0  # the tiny preset's reader
     assert runs["topline"] == []
     assert runs["aura_text"] == runs["aura"]  # the same .nemo read as text
     assert runs["aura"][0]["train_cuts"] == "stage2/train/cuts.jsonl.gz"  # enough of the path to tell caches apart
     # the bridge learns AuRA's reading objective (character CTC at layer K) on the same data and budget
-    assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc", "reader"]
-    assert runs["bridge"][0]["train_cuts"] == runs["aura"][2]["train_cuts"]
-    assert runs["bridge"][0]["steps"] == runs["aura"][2]["steps"]
-    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4, 2]  # the tiny preset's budgets, resume included
+    assert [r["name"] for r in runs["bridge"]] == ["bridge_reading_ctc", "bridge_reading_ctc_more", "reader"]
+    for bridge_run, aura_run in zip(runs["bridge"][:2], runs["aura"][2:4]):  # both reading runs, the same budget
+        assert bridge_run["train_cuts"] == aura_run["train_cuts"] and bridge_run["steps"] == aura_run["steps"]
+    assert runs["bridge"][1]["init_from"] == "bridge_reading_ctc.nemo"
+    assert [r["steps"] for r in runs["aura"]] == [8, 4, 4, 2, 2]  # the tiny preset's budgets, resume included
     assert [r["init_from"] for r in runs["aura"][1:]] == ["aura_distilled.nemo", "aura_distilled_more.nemo",
-                                                          "the base LLM"]
+                                                          "aura_reading_ctc.nemo", "the base LLM"]
     assert runs["aura"][1]["train_cuts"] == "ci/stage3/distill_more_mix.jsonl.gz"
     assert runs["aura"][2]["train_cuts"] == "ci/stage3/reading_ctc_mix.jsonl.gz"
     from lhotse import CutSet
@@ -193,7 +198,7 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     # ... and each front end's own reader, trained on its transcripts of the training audio, answers for its row
     for own, asr, row in (("cascade_qa_reader", "models/tiny-ctc.nemo", "cascade_ft"),
                           ("aura_qa_reader", "ci/stage4/aura_encoder_free.nemo", "aura_ctc_ft"),
-                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc.nemo", "bridge_ctc_ft")):  # greedy
+                          ("bridge_qa_reader", "ci/stage5/bridge_reading_ctc_more.nemo", "bridge_ctc_ft")):  # greedy
         report = json.loads((exp / "stage5" / own / "report.json").read_text())
         assert report["questions_from_asr"].endswith(asr) and report["steps"] == 2
         assert report["lora_layers"] is None  # every layer, the same reader budget for each front end
@@ -282,8 +287,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
     assert (as_is["steps"], as_is["model"], as_is["train_seconds"]) == (0, str(aura_final), None)
     rows = {line.split(" | ")[0]: line for line in curve.stdout.splitlines() if line.startswith("| as_is |") or line.startswith("| continued |")}
     assert "| ci: " in rows["| as_is"]  # a recipe model as init brings its corpus column
-    # the reading run counts as reading training: 4 (stage 3)
-    assert "| 0 (4 in all) |" in rows["| as_is"] and "| 2 (6 in all) |" in rows["| continued"]
+    # the reading runs count as reading training: 4 + 2 (stage 3, continued)
+    assert "| 0 (6 in all) |" in rows["| as_is"] and "| 2 (8 in all) |" in rows["| continued"]
     bad = tmp_path / "budget_bad.yaml"
     bad.write_text("steps: 2\nbatch_duration: 10\nlr: 1e-3\nvariants:\n  nothing: {steps_factor: 0}\n")
     refused = ablation("--spec", str(bad))
@@ -301,6 +306,8 @@ def test_tiny_recipe_stages_0_to_6_then_rerun_skips(tmp_path):
 
     # A rerun finds every output and redoes nothing.
     stamps = {p: p.stat().st_mtime for p in (exp / "stage3" / "aura_distilled.nemo", exp / "stage3" / "aura_reading_ctc.nemo",
+                                              exp / "stage3" / "aura_reading_ctc_more.nemo",
+                                              exp / "stage5" / "bridge_reading_ctc_more.nemo",
                                               exp / "stage4" / "aura_encoder_free.nemo", exp / "stage4" / "char_lm.arpa",
                                               exp / "stage4" / "aura_encoder_free_lm.nemo",
                                               exp / "stage5" / "bridge_reading_ctc.nemo", exp / "stage5" / "aura_qa_reader",

@@ -9,7 +9,8 @@
 #   0 environment + offline models   1 spoken corpus       2 teacher-target cache
 #   3 distillation, then the reading run the preset's $reading names: vocab (default: the distillation continued on
 #     the sentences and spoken questions, conf/distill_more.yaml, then character CTC at layer K on all
-#     the transcribed speech with Whisper still teaching layers 1..K, conf/reading_ctc.yaml) or collapsed (text-aligned reading at layer K,
+#     the transcribed speech with Whisper still teaching layers 1..K, conf/reading_ctc.yaml, continued with
+#     reading_more=yes by conf/reading_ctc_more.yaml) or collapsed (text-aligned reading at layer K,
 #     conf/hearing.yaml then conf/hearing_questions.yaml)
 #   4 encoder removal                5 text-QA readers, speech-QA fine-tuning (collapsed: AuRA) + bridge baseline
 #   6 scoring: AuRA vs bridge vs cascade vs text topline (accuracy, latency, memory), and hearing on the
@@ -97,7 +98,10 @@ mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
 distilled=$exp/stage3/aura_distilled.nemo
 hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
-reading_ctc_nemo=$exp/stage3/aura_reading_ctc.nemo
+reading_ctc_first=$exp/stage3/aura_reading_ctc.nemo
+reading_more=${reading_more:-no}                  # reading=vocab: continue each reading run (conf/*reading_ctc_more.yaml)
+reading_ctc_nemo=$reading_ctc_first bridge_reading_first=$exp/stage5/bridge_reading_ctc.nemo
+if [ "$reading_more" = yes ]; then reading_ctc_nemo=$exp/stage3/aura_reading_ctc_more.nemo; fi
 distilled_more=$exp/stage3/aura_distilled_more.nemo
 text_qa_reader=$exp/stage5/text_qa_reader
 aura_qa_reader=$exp/stage5/aura_qa_reader         # front_end_readers=yes: trained on AuRA's CTC transcripts
@@ -109,7 +113,8 @@ asr_window_seconds=${asr_window_seconds-10,20}   # the cascade's Whisper: shorte
 # transcripts (add_decoding_lm.py; the LM travels inside each .nemo); ctc_lm=no keeps the greedy read.
 ctc_lm=${ctc_lm:-yes}
 char_lm=$exp/stage4/char_lm.arpa
-aura_trained=$exp/stage4/aura_encoder_free.nemo bridge_trained=$exp/stage5/bridge_reading_ctc.nemo
+aura_trained=$exp/stage4/aura_encoder_free.nemo bridge_trained=$bridge_reading_first
+if [ "$reading_more" = yes ]; then bridge_trained=$exp/stage5/bridge_reading_ctc_more.nemo; fi
 case $reading in
   vocab) stage3_final=$reading_ctc_nemo; aura_final=$aura_trained bridge_final=$bridge_trained
          if [ "$ctc_lm" = yes ]; then
@@ -209,7 +214,12 @@ reading_vocab() {
     "$exp/stage2/qa_train/cuts.jsonl.gz" "$(stage2_cuts mf_train "$mf_train")" "${words[@]}" > /dev/null
   # shellcheck disable=SC2086
   train reading_ctc "$distilled_more" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-    "$exp/stage3" "$reading_ctc_nemo" -- ${reading_overrides:-}
+    "$exp/stage3" "$reading_ctc_first" -- ${reading_overrides:-}
+  if [ "$reading_more" = yes ]; then
+    # shellcheck disable=SC2086
+    train reading_ctc_more "$reading_ctc_first" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
+      "$exp/stage3" "$reading_ctc_nemo" -- ${reading_more_overrides:-}
+  fi
 }
 
 # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
@@ -298,7 +308,12 @@ stage5() {
     "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" --lora-on-first-k -- "${model_overrides[@]}"
     # shellcheck disable=SC2086
     train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-      "$s5" "$bridge_trained" -- ${bridge_reading_overrides:-}
+      "$s5" "$bridge_reading_first" -- ${bridge_reading_overrides:-}
+    if [ "$reading_more" = yes ]; then  # the same continuation as AuRA's: the same budget
+      # shellcheck disable=SC2086
+      train bridge_reading_ctc_more "$bridge_reading_first" "$exp/stage3/reading_ctc_mix.jsonl.gz" \
+        "$exp/stage2/dev/cuts.jsonl.gz" "$s5" "$bridge_trained" -- ${bridge_reading_more_overrides:-}
+    fi
     if [ "$ctc_lm" = yes ]; then with_lm "$bridge_trained" "$bridge_final"; fi
     if [ "${front_end_readers:-no}" = yes ]; then
       own_reader "$bridge_qa_reader" "$bridge_trained" "$bridge_final" "$bridge_answering"

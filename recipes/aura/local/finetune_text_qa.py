@@ -11,10 +11,11 @@ training items the speech systems see (context + question text -> the gold span)
 topline (gold question text), the fine-tuned cascade (Whisper's transcript) and AuRA's CTC transcript (what AuRA
 with ``reading.span: vocab`` computes when its text path carries this adapter). Prompts are stage 6's text prompts
 (``scoring.systems.text_message``) in the LLM's chat format, loss on the answer only; LoRA via peft, trained with
-the transformers ``Trainer``, merged into a plain HF directory (written to a temporary name, then renamed; an
-existing ``--out`` is kept). ``report.json`` beside it holds the loss curve and the dev EM/F1 before and after;
-``reader_adapter/`` holds the unmerged adapter and its prompt templates, which a speech model carries as its reader
-(``AuRAModel.attach_reader``).
+the transformers ``Trainer`` (the LM head run on the answer positions alone, batches grouped by length, bf16
+autocast where the CPU has it natively: ``benchmarks/reader_training.py``), merged into a plain HF directory
+(written to a temporary name, then renamed; an existing ``--out`` is kept). ``report.json`` beside it holds the
+loss curve and the dev EM/F1 before and after; ``reader_adapter/`` holds the unmerged adapter and its prompt
+templates, which a speech model carries as its reader (``AuRAModel.attach_reader``).
 
 With ``--questions-from-asr`` the training questions are a speech front end's transcripts of the training audio
 (AuRA's CTC text, say): the reader learns to answer what it will be given at test time, as a speech-QA
@@ -58,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lm-text", action="append", default=[],
                    help="the cuts the model's LM was estimated from (add_decoding_lm.py --text)")
     p.add_argument("--lm-order", type=int, default=8, help="the held-out LMs' order (add_decoding_lm.py --order)")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=150,
+                   help="optimizer steps (the same for the text reader and every front end's, so the rows compare)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--r", type=int, default=16, help="LoRA rank on the decoder layers' attention and MLP")
@@ -68,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch items of similar lengths (transformers' LengthGroupedSampler): less padding per step")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16-mixed", "32-true"],
+                   help="auto: bf16 autocast where the CPU computes bf16 natively (parts/precision.py), else fp32")
     return p.parse_args(argv)
 
 
@@ -203,6 +209,33 @@ def collate(pad_id: int):
     return fn
 
 
+def reader_lora_config(r: int, layers: list[int] | None):
+    """The reader's adapter: LoRA of rank ``r`` on the attention and MLP projections of ``layers`` (None: all)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      layers_to_transform=layers, layers_pattern="layers" if layers else None)
+
+
+def answer_loss(model, inputs: dict, num_items_in_batch=None):
+    """The causal-LM loss with the LM head run only where a label is learnt (the next token is an answer token).
+
+    The loss is the one the model computes from all its logits (mean cross-entropy over the answer tokens), but the
+    49k-way head over every prompt position is a fifth of SmolLM2's FLOPs and most of its activation memory, and a
+    reader's items are mostly prompt. Returns ``(loss, outputs)``.
+    """
+    inputs = dict(inputs)
+    targets = inputs.pop("labels")[:, 1:]  # the token each position predicts
+    keep = (targets != -100).any(0).nonzero().squeeze(1)  # positions where some item learns its next token
+    outputs = model(**inputs, logits_to_keep=keep)
+    picked = targets[:, keep]
+    total = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), picked.flatten(),
+                                              ignore_index=-100, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (picked != -100).sum()
+    return total / count, outputs
+
+
 def score(answerer, examples: list[dict], max_new_tokens: int) -> dict:
     from nemo_aura.scoring.metrics import exact_match, token_f1
 
@@ -217,9 +250,10 @@ def main(argv=None) -> int:
     if args.out.exists():
         print(f"[text-qa] {args.out} exists: keeping it")
         return 0
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+    from nemo_aura.parts.precision import resolve_precision
     from nemo_aura.parts.prompting import TEXT_QA_TEMPLATES
     from nemo_aura.parts.reader import READER_INFO
     from nemo_aura.scoring.systems import TextAnswerer
@@ -246,7 +280,7 @@ def main(argv=None) -> int:
     train = ChatExamples(train_examples, answerer.formatter)
     dev = load_examples(args.dev)[: args.dev_limit] if args.dev else []
     report = {"llm_dir": args.llm_dir, "train": args.train, "train_items": len(train), "steps": args.steps,
-              "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r,
+              "batch_size": args.batch_size, "lr": args.lr, "lora_r": args.r, "group_by_length": args.group_by_length,
               "questions_from_asr": args.questions_from_asr,
               "asr_window_seconds": args.asr_window_seconds,
               "lm_folds": ({"folds": args.lm_folds, "lm_text": args.lm_text, "questions_held_out": lm_folds.excluded}
@@ -257,10 +291,7 @@ def main(argv=None) -> int:
         print(f"[text-qa] dev before: EM {report['dev_before']['em']:.3f} F1 {report['dev_before']['f1']:.3f}", flush=True)
     layers = parse_layers(args.lora_layers, answerer.llm.config.num_hidden_layers)
     report["lora_layers"] = layers
-    lora = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=layers, layers_pattern="layers" if layers else None)
-    model = get_peft_model(answerer.llm.train(), lora)
+    model = get_peft_model(answerer.llm.train(), reader_lora_config(args.r, layers))
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -269,13 +300,22 @@ def main(argv=None) -> int:
             if logs and "loss" in logs:
                 print(f"[text-qa] step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f}", flush=True)
 
-    trainer = Trainer(
+    class AnswerLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = answer_loss(model, inputs, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
+
+    precision = resolve_precision(args.precision, "cpu" if not torch.cuda.is_available() else "gpu")
+    report["precision"] = precision
+    trainer = AnswerLossTrainer(
         model=model, train_dataset=train, data_collator=collate(answerer.pad_id), callbacks=[Progress()],
         args=TrainingArguments(
             output_dir=str(tmp / "trainer"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
             learning_rate=args.lr, warmup_steps=max(1, args.steps // 10), lr_scheduler_type="cosine",
             weight_decay=0.0, logging_steps=max(1, args.steps // 20), save_strategy="no", report_to=[],
             use_cpu=not torch.cuda.is_available(), seed=args.seed, data_seed=args.seed, disable_tqdm=True,
+            train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+            bf16=precision == "bf16-mixed",
         ),
     )
     t0 = time.perf_counter()
@@ -286,7 +326,7 @@ def main(argv=None) -> int:
     model.save_pretrained(tmp / READER_SUBDIR, safe_serialization=True)
     info = {"templates": TEXT_QA_TEMPLATES, "questions_from": args.questions_from_asr or "text", "train": args.train,
             "steps": args.steps, "batch_size": args.batch_size, "lora_layers": layers,
-            "train_seconds": report["train_seconds"]}
+            "group_by_length": args.group_by_length, "precision": precision, "train_seconds": report["train_seconds"]}
     answerer.llm = model.merge_and_unload().eval()
     if dev:
         report["dev_after"] = score(answerer, dev, args.max_new_tokens)

@@ -1,9 +1,8 @@
 # Default preset: real Whisper-base teacher + SmolLM2-135M-Instruct student, the embedded corpus.
-# Sized for 2 CPU cores (AVX2, fp32), measured 2026-12-05: stage 3 ~150 min (distill 15, distill_more 33, two
-# character-CTC runs 103); stage 5 ~105 min (the text-QA reader ~17; the cascade's reader ~16 with Whisper
-# transcribing, AuRA's ~11, the bridge's ~14, each attached in ~1; the bridge's character-CTC run ~45); stage 6 ~30
-# min for the benchmark and ~15 for hearing. Since 2026-12-08 stage 2 also caches the multi-fact questions (+3 min),
-# which makes the CTC runs' steps 1.8x faster (projected: stage 3 ~105, stage 5 ~85; HEARING.md).
+# Sized for 2 CPU cores (AVX2, fp32); each part measured, the sum not run end to end (2026-12-08, HEARING.md):
+# stage 3 ~100 min (distill 15, distill_more 33, AuRA's two character-CTC runs ~50 on the stage-2 cache); stage 5
+# ~85 min (readers: text ~7, AuRA's ~9, the cascade's ~14 with Whisper transcribing, the bridge's ~9; the bridge's
+# two character-CTC runs ~46); stage 6 ~30 min for the benchmark and ~15 for hearing.
 model_conf=aura_base                        # conf/model/<name>.yaml
 whisper=base                                # stage 0: which Whisper to convert (base | tiny.en | none)
 llm=smollm2                                 # stage 0: which LLM to convert (smollm2 | tiny | none)
@@ -16,6 +15,11 @@ distill_overrides=""                        # stage 3: extra Hydra overrides
 reading=vocab                               # stage 3, reading run: vocab (conf/reading_ctc.yaml) | collapsed | none
 distill_more_overrides=""   # stage 3, reading=vocab: conf/distill_more.yaml overrides
 reading_overrides=""                        # stage 3, reading=vocab: conf/reading_ctc.yaml overrides
+reading_more=yes                            # stages 3 and 5, reading=vocab: each reading run continued for 1000 steps
+                                            # (conf/reading_ctc_more.yaml, conf/bridge_reading_ctc_more.yaml): the
+                                            # 2000-step AuRA the results describe (dev WER 0.632 -> 0.575)
+reading_more_overrides=""                   # stage 3: conf/reading_ctc_more.yaml overrides
+bridge_reading_more_overrides=""            # stage 5: conf/bridge_reading_ctc_more.yaml overrides
 ctc_lm=yes                                  # stages 4-5, reading=vocab: AuRA and the bridge decode their CTC read by beam
                                             # search with a character 8-gram LM of the training transcripts (~30 s)
 ctc_lm_args=""                              # stages 4-5: add_decoding_lm.py options (defaults: --alpha 0.6 --beta 1
@@ -23,10 +27,11 @@ ctc_lm_args=""                              # stages 4-5: add_decoding_lm.py opt
                                             # --rescoring-weight 0)
 hearing_overrides=""                        # stage 3, reading=collapsed: conf/hearing*.yaml overrides
 aura_finetune_overrides=""                  # stage 5, AuRA (reading=collapsed): conf/aura_qa.yaml holds its budget
-text_qa_args=""                             # stage 5: finetune_text_qa.py options (300 steps x 8 items by default)
+text_qa_args=""                             # stage 5: finetune_text_qa.py options (150 steps x 8 items by default: the
+                                            # budget of every front end's reader: the fine-tuned rows compare like for like)
 front_end_readers=yes                       # stage 5: also a reader per speech front end, on its transcripts (cascade_ft;
                                             # AuRA and the bridge carry theirs as a second adapter: attach_reader.py)
-front_end_reader_args="--steps 150"         # stage 5: their finetune_text_qa.py options (the same for both)
+front_end_reader_args=""                    # stage 5: their finetune_text_qa.py options (the text reader's budget)
 bridge_reading_overrides=""                 # stage 5, bridge, reading=vocab: conf/bridge_reading_ctc.yaml (AuRA's reading budget)
 bridge_asr_overrides=""                     # stage 5, bridge: conf/bridge_asr.yaml (transcripts) holds its budget
 bridge_qa_overrides=""                      # stage 5, bridge: conf/bridge_qa.yaml (spoken QA) holds its budget

@@ -12,6 +12,9 @@ distill_overrides="trainer.max_steps=8 trainer.val_check_interval=4 model.train_
 reading=vocab
 distill_more_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"   # stage 3, reading=vocab: conf/distill_more.yaml overrides
 reading_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
+reading_more=yes                            # the continuation runs too, shrunk
+reading_more_overrides="trainer.max_steps=2 trainer.val_check_interval=1 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
+bridge_reading_more_overrides="$reading_more_overrides"
 hearing_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10 exp_manager.checkpoint_callback_params.every_n_train_steps=2"
 bridge_qa_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"
 aura_finetune_overrides="trainer.max_steps=4 trainer.val_check_interval=2 model.train_ds.batch_duration=10 model.validation_ds.batch_duration=10"   # stage 5, AuRA: conf/aura_qa.yaml, shrunk
