@@ -22,6 +22,7 @@ step (padding included), the padded fraction, and the speed-up against ``all``/`
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -91,13 +92,9 @@ def main(argv=None) -> int:
     orders = batch_orders(lengths, args.batch_size, args.steps, args.seed)
     make = collate(answerer.pad_id)
     models, optims = {}, {}
-    start = None
-    for logits, order in VARIANTS:  # one adapter per variant, each from the same start
-        m = get_peft_model(answerer.llm.__class__.from_pretrained(args.llm_dir).train(), reader_lora_config(args.r, None))
-        if start is None:
-            start = {k: v.clone() for k, v in m.state_dict().items() if "lora_" in k}
-        else:
-            m.load_state_dict(start, strict=False)
+    for logits, order in VARIANTS:  # one adapter per variant, each from the same start (same seed, same LLM)
+        torch.manual_seed(args.seed)
+        m = get_peft_model(copy.deepcopy(answerer.llm).train(), reader_lora_config(args.r, None))
         models[logits, order] = m
         optims[logits, order] = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=args.lr)
     seconds = {v: [] for v in VARIANTS}

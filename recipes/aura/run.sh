@@ -98,10 +98,13 @@ mf_test_seen=$stage1/lhotse/mf_test_seen_cuts.jsonl.gz
 distilled=$exp/stage3/aura_distilled.nemo
 hearing_broad=$exp/stage3/aura_hearing_broad.nemo
 hearing_nemo=$exp/stage3/aura_hearing.nemo
-reading_ctc_first=$exp/stage3/aura_reading_ctc.nemo
-reading_more=${reading_more:-no}                  # reading=vocab: continue each reading run (conf/*reading_ctc_more.yaml)
-reading_ctc_nemo=$reading_ctc_first bridge_reading_first=$exp/stage5/bridge_reading_ctc.nemo
-if [ "$reading_more" = yes ]; then reading_ctc_nemo=$exp/stage3/aura_reading_ctc_more.nemo; fi
+# reading=vocab: AuRA's and the bridge's reading runs, each continued with reading_more=yes (conf/*reading_ctc_more.yaml)
+reading_more=${reading_more:-no}
+reading_ctc_first=$exp/stage3/aura_reading_ctc.nemo bridge_reading_first=$exp/stage5/bridge_reading_ctc.nemo
+reading_ctc_nemo=$reading_ctc_first bridge_trained=$bridge_reading_first
+if [ "$reading_more" = yes ]; then
+  reading_ctc_nemo=$exp/stage3/aura_reading_ctc_more.nemo bridge_trained=$exp/stage5/bridge_reading_ctc_more.nemo
+fi
 distilled_more=$exp/stage3/aura_distilled_more.nemo
 text_qa_reader=$exp/stage5/text_qa_reader
 aura_qa_reader=$exp/stage5/aura_qa_reader         # front_end_readers=yes: trained on AuRA's CTC transcripts
@@ -113,8 +116,7 @@ asr_window_seconds=${asr_window_seconds-10,20}   # the cascade's Whisper: shorte
 # transcripts (add_decoding_lm.py; the LM travels inside each .nemo); ctc_lm=no keeps the greedy read.
 ctc_lm=${ctc_lm:-yes}
 char_lm=$exp/stage4/char_lm.arpa
-aura_trained=$exp/stage4/aura_encoder_free.nemo bridge_trained=$bridge_reading_first
-if [ "$reading_more" = yes ]; then bridge_trained=$exp/stage5/bridge_reading_ctc_more.nemo; fi
+aura_trained=$exp/stage4/aura_encoder_free.nemo
 case $reading in
   vocab) stage3_final=$reading_ctc_nemo; aura_final=$aura_trained bridge_final=$bridge_trained
          if [ "$ctc_lm" = yes ]; then
@@ -212,14 +214,19 @@ reading_vocab() {
   # cuts a stage 2 of before 2026-12-08 did not cache).
   "$python" -m nemo_aura.parts.manifest mix "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/train/cuts.jsonl.gz" \
     "$exp/stage2/qa_train/cuts.jsonl.gz" "$(stage2_cuts mf_train "$mf_train")" "${words[@]}" > /dev/null
+  reading_runs reading_ctc "$distilled_more" "$exp/stage3" "$reading_ctc_first" "$reading_ctc_nemo" \
+    "${reading_overrides:-}" "${reading_more_overrides:-}"
+}
+
+# reading_runs CONFIG INIT EXP_DIR FIRST FINAL OVERRIDES MORE_OVERRIDES: CONFIG's run on the reading mix (to FIRST),
+# then with reading_more=yes CONFIG_more's from FIRST (to FINAL): AuRA's and the bridge's reading, the same budget.
+reading_runs() {
+  local config=$1 init=$2 exp_dir=$3 first=$4 final=$5 overrides=$6 more_overrides=$7
+  local mix=$exp/stage3/reading_ctc_mix.jsonl.gz dev=$exp/stage2/dev/cuts.jsonl.gz
   # shellcheck disable=SC2086
-  train reading_ctc "$distilled_more" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-    "$exp/stage3" "$reading_ctc_first" -- ${reading_overrides:-}
-  if [ "$reading_more" = yes ]; then
-    # shellcheck disable=SC2086
-    train reading_ctc_more "$reading_ctc_first" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-      "$exp/stage3" "$reading_ctc_nemo" -- ${reading_more_overrides:-}
-  fi
+  train "$config" "$init" "$mix" "$dev" "$exp_dir" "$first" -- $overrides
+  # shellcheck disable=SC2086
+  if [ "$reading_more" = yes ]; then train "${config}_more" "$first" "$mix" "$dev" "$exp_dir" "$final" -- $more_overrides; fi
 }
 
 # Text-aligned reading at layer K on all the transcribed speech (the distillation sentences and the spoken
@@ -306,14 +313,8 @@ stage5() {
     # Bridge: encoder + projector + the same LLM with LoRA on the same K layers, trained with AuRA's reading objective
     # (conf/bridge_reading_ctc.yaml: the character CTC at layer K, AuRA's data and budget); read as text like AuRA.
     "$python" $local/make_bridge.py --out "$s5/bridge_init.nemo" --lora-on-first-k -- "${model_overrides[@]}"
-    # shellcheck disable=SC2086
-    train bridge_reading_ctc "$s5/bridge_init.nemo" "$exp/stage3/reading_ctc_mix.jsonl.gz" "$exp/stage2/dev/cuts.jsonl.gz" \
-      "$s5" "$bridge_reading_first" -- ${bridge_reading_overrides:-}
-    if [ "$reading_more" = yes ]; then  # the same continuation as AuRA's: the same budget
-      # shellcheck disable=SC2086
-      train bridge_reading_ctc_more "$bridge_reading_first" "$exp/stage3/reading_ctc_mix.jsonl.gz" \
-        "$exp/stage2/dev/cuts.jsonl.gz" "$s5" "$bridge_trained" -- ${bridge_reading_more_overrides:-}
-    fi
+    reading_runs bridge_reading_ctc "$s5/bridge_init.nemo" "$s5" "$bridge_reading_first" "$bridge_trained" \
+      "${bridge_reading_overrides:-}" "${bridge_reading_more_overrides:-}"
     if [ "$ctc_lm" = yes ]; then with_lm "$bridge_trained" "$bridge_final"; fi
     if [ "${front_end_readers:-no}" = yes ]; then
       own_reader "$bridge_qa_reader" "$bridge_trained" "$bridge_final" "$bridge_answering"

@@ -221,19 +221,17 @@ def reader_lora_config(r: int, layers: list[int] | None):
 def answer_loss(model, inputs: dict, num_items_in_batch=None):
     """The causal-LM loss with the LM head run only where a label is learnt (the next token is an answer token).
 
-    The loss is the one the model computes from all its logits (mean cross-entropy over the answer tokens), but the
-    49k-way head over every prompt position is a fifth of SmolLM2's FLOPs and most of its activation memory, and a
-    reader's items are mostly prompt. Returns ``(loss, outputs)``.
+    The model's own loss (transformers' causal-LM loss, given the already shifted targets of the kept positions), but
+    the 49k-way head over every prompt position is a fifth of SmolLM2's FLOPs and most of its activation memory, and
+    a reader's items are mostly prompt. Returns ``(loss, outputs)``.
     """
     inputs = dict(inputs)
     targets = inputs.pop("labels")[:, 1:]  # the token each position predicts
     keep = (targets != -100).any(0).nonzero().squeeze(1)  # positions where some item learns its next token
-    outputs = model(**inputs, logits_to_keep=keep)
     picked = targets[:, keep]
-    total = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), picked.flatten(),
-                                              ignore_index=-100, reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else (picked != -100).sum()
-    return total / count, outputs
+    outputs = model(**inputs, labels=picked, shift_labels=picked, logits_to_keep=keep,
+                    num_items_in_batch=num_items_in_batch)
+    return outputs.loss, outputs
 
 
 def score(answerer, examples: list[dict], max_new_tokens: int) -> dict:
@@ -305,7 +303,7 @@ def main(argv=None) -> int:
             loss, outputs = answer_loss(model, inputs, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
 
-    precision = resolve_precision(args.precision, "cpu" if not torch.cuda.is_available() else "gpu")
+    precision = resolve_precision(args.precision, "auto")
     report["precision"] = precision
     trainer = AnswerLossTrainer(
         model=model, train_dataset=train, data_collator=collate(answerer.pad_id), callbacks=[Progress()],
